@@ -1,0 +1,337 @@
+"""What a run is made of: the model's shape and parts, and how it is trained.
+
+Every toggle the dashboard shows is a field here, so a run is fully described by two
+small frozen dataclasses that serialise to JSON. ``validate`` refuses combinations that
+cannot work with one sentence saying what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+
+NORMS = ("rmsnorm", "layernorm", "none")
+POSITIONS = ("rope", "learned", "none")
+FFNS = ("swiglu", "gelu", "relu")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Classic mistakes, built in on purpose so a probe can show their signature.
+BUGS = {
+    "none": "no bug",
+    "norm_over_sequence": "RMSNorm over the whole (sequence, width) block instead of per token",
+    "dropout_at_eval": "dropout left on at evaluation and generation",
+    "rope_unrotated": "rotary tables computed but queries and keys passed on unrotated",
+    "rope_off_by_one": "rotary frequencies use i - 1 for i",
+    "mask_ones": "causal mask added as ones instead of -inf",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture. Defaults are a small Llama: RMSNorm, RoPE, SwiGLU, causal."""
+
+    vocab_size: int = 65
+    context_window: int = 64
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    norm: str = "rmsnorm"
+    pos: str = "rope"
+    ffn: str = "swiglu"
+    causal: bool = True
+    attention: bool = True  # False: embedding + feed-forward only (the ladder's first rung)
+    rope_theta: float = 10000.0
+    dropout: float = 0.0
+    ffn_multiple_of: int = 32
+    norm_eps: float = 1e-5
+    bug: str = "none"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        """SwiGLU: 2/3 of 4d rounded up to a multiple, so its three matrices cost about
+        what a 4d two-matrix MLP costs. GELU and ReLU: 4d."""
+        if self.ffn == "swiglu":
+            hidden = int(2 * 4 * self.d_model / 3)
+            m = self.ffn_multiple_of
+            return m * ((hidden + m - 1) // m)
+        return 4 * self.d_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is trained. ``steps`` is a cap; ``time_budget`` (seconds), when
+    set, ends the run on the clock and stretches the learning-rate schedule over it."""
+
+    corpus: str = "shakespeare"
+    steps: int = 2000
+    time_budget: float | None = None
+    batch_size: int = 12
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 20
+    sample_chars: int = 200
+    seed: int = 1337
+    device: str = "auto"
+    compile: bool = False
+    threads: int | None = None
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+
+
+def _check_number(name: str, value: Any, *, minimum: float, integer: bool,
+                  inclusive: bool = True, maximum: float | None = None) -> None:
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            integer and not isinstance(value, int)):
+        raise ConfigError(f"{name} must be {kind}, not {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, not {value!r}.")
+    too_small = value < minimum if inclusive else value <= minimum
+    if too_small:
+        bound = "at least" if inclusive else "greater than"
+        raise ConfigError(f"{name} must be {bound} {minimum:g}, not {value!r}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum:g}, not {value!r}.")
+
+
+def validate_model(cfg: ModelConfig) -> ModelConfig:
+    """Refuse a model that cannot be built, naming the field to change."""
+    _check_choice("norm", cfg.norm, NORMS)
+    _check_choice("pos", cfg.pos, POSITIONS)
+    _check_choice("ffn", cfg.ffn, FFNS)
+    _check_choice("bug", cfg.bug, tuple(BUGS))
+    for name in ("causal", "attention"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false, not {getattr(cfg, name)!r}.")
+    _check_number("vocab_size", cfg.vocab_size, minimum=2, integer=True)
+    _check_number("context_window", cfg.context_window, minimum=1, integer=True, maximum=8192)
+    _check_number("d_model", cfg.d_model, minimum=1, integer=True, maximum=8192)
+    _check_number("n_layers", cfg.n_layers, minimum=1, integer=True, maximum=64)
+    _check_number("n_heads", cfg.n_heads, minimum=1, integer=True)
+    _check_number("rope_theta", cfg.rope_theta, minimum=1.0, integer=False, inclusive=False)
+    _check_number("dropout", cfg.dropout, minimum=0.0, integer=False, maximum=0.9)
+    _check_number("ffn_multiple_of", cfg.ffn_multiple_of, minimum=1, integer=True)
+    _check_number("norm_eps", cfg.norm_eps, minimum=0.0, integer=False, inclusive=False)
+    if cfg.attention and cfg.d_model % cfg.n_heads:
+        raise ConfigError(
+            f"n_heads ({cfg.n_heads}) must divide d_model ({cfg.d_model}); "
+            f"try n_heads in {divisors(cfg.d_model)}.")
+    if cfg.attention and cfg.pos == "rope" and cfg.head_dim % 2:
+        raise ConfigError(
+            f"RoPE rotates pairs of dimensions, so the head size d_model / n_heads "
+            f"({cfg.head_dim}) must be even; change d_model or n_heads.")
+    if cfg.bug.startswith("rope") and not (cfg.attention and cfg.pos == "rope"):
+        raise ConfigError(f"The {cfg.bug} bug needs attention with pos=rope.")
+    if cfg.bug == "norm_over_sequence" and cfg.norm != "rmsnorm":
+        raise ConfigError("The norm_over_sequence bug needs norm=rmsnorm.")
+    if cfg.bug == "dropout_at_eval" and cfg.dropout == 0:
+        raise ConfigError("The dropout_at_eval bug needs dropout above 0.")
+    if cfg.bug == "mask_ones" and not (cfg.attention and cfg.causal):
+        raise ConfigError("The mask_ones bug needs attention with causal=true.")
+    return cfg
+
+
+def validate_train(cfg: TrainConfig) -> TrainConfig:
+    """Refuse training settings that cannot work, naming the field to change."""
+    _check_number("steps", cfg.steps, minimum=1, integer=True, maximum=10_000_000)
+    if cfg.time_budget is not None:
+        _check_number("time_budget", cfg.time_budget, minimum=0.0, integer=False,
+                      inclusive=False, maximum=7 * 24 * 3600)
+    _check_number("batch_size", cfg.batch_size, minimum=1, integer=True, maximum=65536)
+    _check_number("lr", cfg.lr, minimum=0.0, integer=False, inclusive=False, maximum=10.0)
+    _check_number("min_lr", cfg.min_lr, minimum=0.0, integer=False)
+    if cfg.min_lr > cfg.lr:
+        raise ConfigError(f"min_lr ({cfg.min_lr:g}) must not exceed lr ({cfg.lr:g}).")
+    _check_number("warmup_steps", cfg.warmup_steps, minimum=0, integer=True)
+    _check_number("weight_decay", cfg.weight_decay, minimum=0.0, integer=False)
+    _check_number("beta1", cfg.beta1, minimum=0.0, integer=False, maximum=0.9999)
+    _check_number("beta2", cfg.beta2, minimum=0.0, integer=False, maximum=0.9999)
+    _check_number("grad_clip", cfg.grad_clip, minimum=0.0, integer=False)
+    _check_number("eval_interval", cfg.eval_interval, minimum=1, integer=True)
+    _check_number("eval_batches", cfg.eval_batches, minimum=1, integer=True, maximum=1000)
+    _check_number("sample_chars", cfg.sample_chars, minimum=0, integer=True, maximum=10000)
+    _check_number("seed", cfg.seed, minimum=0, integer=True, maximum=2**63 - 1)
+    _check_choice("device", cfg.device, DEVICES)
+    if not isinstance(cfg.compile, bool):
+        raise ConfigError(f"compile must be true or false, not {cfg.compile!r}.")
+    if cfg.threads is not None:
+        _check_number("threads", cfg.threads, minimum=1, integer=True, maximum=1024)
+    if not isinstance(cfg.corpus, str) or not cfg.corpus.strip():
+        raise ConfigError("corpus must name a built-in corpus or a text file.")
+    return cfg
+
+
+def divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+# --- Presets -----------------------------------------------------------------------
+
+_LLAMA = dict(norm="rmsnorm", pos="rope", ffn="swiglu", causal=True, attention=True)
+_LADDER_SHAPE = dict(context_window=16, d_model=128, n_heads=8)
+_LADDER_TRAIN = dict(batch_size=32, lr=1e-3, min_lr=1e-3, warmup_steps=0,
+                     weight_decay=0.0, steps=1000, eval_interval=50)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point: model fields and training fields, plus why it exists."""
+
+    name: str
+    description: str
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("llama", "The default small Llama: 4 layers, 4 heads, 128 wide, context 64.",
+           dict(_LLAMA), dict()),
+    Preset("kitano", "The 'Llama from scratch' write-up's final model: context 16, "
+           "128 wide, 8 heads, 4 layers, batch 32.",
+           dict(_LLAMA, context_window=16, d_model=128, n_heads=8, n_layers=4),
+           dict(batch_size=32, lr=1e-3, steps=5000, warmup_steps=100)),
+    Preset("nanogpt-cpu", "nanoGPT's CPU recipe shape: 4 layers, 4 heads, 128 wide, "
+           "context 64, batch 12, 2000 steps.",
+           dict(context_window=64, d_model=128, n_heads=4, n_layers=4),
+           dict(batch_size=12, lr=1e-3, min_lr=1e-4, steps=2000, warmup_steps=100,
+                eval_interval=250, eval_batches=20)),
+    Preset("nanogpt-gpu", "nanoGPT's GPU recipe shape: 6 layers, 6 heads, 384 wide, "
+           "context 256, batch 64, dropout 0.2.",
+           dict(context_window=256, d_model=384, n_heads=6, n_layers=6, dropout=0.2),
+           dict(batch_size=64, lr=1e-3, min_lr=1e-4, steps=5000, warmup_steps=100,
+                eval_interval=250, eval_batches=200, device="auto")),
+    Preset("classroom", "Tuned for the best validation loss two CPU cores reach in 60 s.",
+           dict(_LLAMA, context_window=64, d_model=128, n_heads=4, n_layers=4),
+           dict(batch_size=16, lr=3e-3, min_lr=3e-4, steps=1_000_000, time_budget=60.0,
+                warmup_steps=50, eval_interval=200, eval_batches=10)),
+    Preset("tiny", "A model that trains in a few seconds, for trying things out.",
+           dict(_LLAMA, context_window=32, d_model=64, n_heads=4, n_layers=2),
+           dict(batch_size=16, lr=3e-3, min_lr=3e-4, steps=200, warmup_steps=20,
+                eval_interval=50, eval_batches=5)),
+    # The ladder: the 'Llama from scratch' story, one modification per rung.
+    Preset("ladder-1-mlp", "Rung 1: token embedding and a ReLU MLP, no attention.",
+           dict(_LADDER_SHAPE, n_layers=1, attention=False, norm="none", pos="none",
+                ffn="relu"), dict(_LADDER_TRAIN)),
+    Preset("ladder-2-rmsnorm", "Rung 2: + RMSNorm before the MLP.",
+           dict(_LADDER_SHAPE, n_layers=1, attention=False, norm="rmsnorm", pos="none",
+                ffn="relu"), dict(_LADDER_TRAIN)),
+    Preset("ladder-3-rope-head", "Rung 3: + one attention head with rotary positions, "
+           "no causal mask yet (it can read the answer).",
+           dict(_LADDER_SHAPE, n_layers=1, n_heads=1, norm="rmsnorm", pos="rope",
+                ffn="relu", causal=False), dict(_LADDER_TRAIN)),
+    Preset("ladder-4-causal", "Rung 4: + the causal mask, so each position sees only "
+           "the past.",
+           dict(_LADDER_SHAPE, n_layers=1, n_heads=1, norm="rmsnorm", pos="rope",
+                ffn="relu", causal=True), dict(_LADDER_TRAIN)),
+    Preset("ladder-5-heads", "Rung 5: + several heads (8 of size 16).",
+           dict(_LADDER_SHAPE, n_layers=1, norm="rmsnorm", pos="rope", ffn="relu",
+                causal=True), dict(_LADDER_TRAIN)),
+    Preset("ladder-6-swiglu", "Rung 6: + SwiGLU instead of the ReLU MLP.",
+           dict(_LADDER_SHAPE, n_layers=1, **_LLAMA), dict(_LADDER_TRAIN)),
+    Preset("ladder-7-llama", "Rung 7: 4 stacked blocks: Llama.",
+           dict(_LADDER_SHAPE, n_layers=4, **_LLAMA), dict(_LADDER_TRAIN)),
+]}
+
+LADDER = [name for name in PRESETS if name.startswith("ladder-")]
+
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]
+
+
+def parse_value(text: str, current: Any, name: str) -> Any:
+    """Parse ``text`` for a field whose default is ``current`` (bool, int, float, str)."""
+    t = text.strip()
+    if isinstance(current, bool):
+        if t.lower() in ("true", "1", "yes", "on"):
+            return True
+        if t.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {text!r}.")
+    if t.lower() in ("none", "null", "") and name in ("time_budget", "threads"):
+        return None
+    if isinstance(current, int) or name == "threads":
+        try:
+            return int(t.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {text!r}.") from None
+    if isinstance(current, float) or name == "time_budget":
+        try:
+            return float(t)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {text!r}.") from None
+    return t
+
+
+def build_configs(preset_name: str | None = None, overrides: dict[str, Any] | None = None,
+                  **extra: Any) -> tuple[ModelConfig, TrainConfig]:
+    """Start from a preset (or the defaults), apply ``key=value`` overrides, validate.
+
+    Overrides may be strings (from ``--set``) or typed values (from the dashboard).
+    """
+    model_kw: dict[str, Any] = {}
+    train_kw: dict[str, Any] = {}
+    if preset_name:
+        p = preset(preset_name)
+        model_kw.update(p.model)
+        train_kw.update(p.train)
+    for key, value in {**(overrides or {}), **extra}.items():
+        if key in MODEL_FIELDS:
+            target, defaults = model_kw, ModelConfig()
+        elif key in TRAIN_FIELDS:
+            target, defaults = train_kw, TrainConfig()
+        else:
+            raise ConfigError(f"Unknown setting {key!r}; see `python -m llama_core train "
+                              f"--help` for the fields you can set.")
+        if isinstance(value, str) and key not in ("norm", "pos", "ffn", "device", "corpus",
+                                                  "bug"):
+            value = parse_value(value, getattr(defaults, key), key)
+        target[key] = value
+    try:
+        model = ModelConfig(**model_kw)
+        train = TrainConfig(**train_kw)
+    except TypeError as e:  # pragma: no cover - guarded by the field check above
+        raise ConfigError(str(e)) from None
+    return validate_model(model), validate_train(train)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def model_from_dict(d: dict) -> ModelConfig:
+    known = {k: v for k, v in d.items() if k in MODEL_FIELDS}
+    return validate_model(ModelConfig(**known))
+
+
+def train_from_dict(d: dict) -> TrainConfig:
+    known = {k: v for k, v in d.items() if k in TRAIN_FIELDS}
+    return validate_train(TrainConfig(**known))
+
+
+def config_json(model: ModelConfig, train: TrainConfig | None = None) -> str:
+    return json.dumps({"model": to_dict(model), "train": to_dict(train) if train else None},
+                      sort_keys=True)
