@@ -1,0 +1,436 @@
+"""Training: one function that turns two configs and a corpus into a trained model.
+
+The loop is nanoGPT's: AdamW, linear warm-up then cosine decay, gradient clipping, an
+evaluation every ``eval_interval`` steps on fixed validation batches. The same seed
+draws the same training batches whatever the model, so two variants trained with one
+seed form a paired comparison. Hooks let the job runner record metrics and stop a run;
+checkpoints are safetensors files that carry their configs and tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig, TrainConfig, model_from_dict, to_dict, train_from_dict
+from .data import CharTokenizer, Corpus, load_corpus
+from .errors import ConfigError, UserError
+from .model import Llama
+
+CHECKPOINT_FORMAT = "llama-lab-checkpoint-1"
+
+
+@dataclass
+class TrainResult:
+    """How a run ended, with the numbers the command line prints as JSON."""
+
+    status: str  # "finished" | "stopped" | "diverged"
+    error: str | None
+    final_train_loss: float | None
+    final_val_loss: float | None
+    steps: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    params: int
+    device: str
+    data_sha256: str
+    checkpoint: Path | None = None
+    compile_s: float | None = None
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        return d
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks CUDA when present; asking for CUDA without one is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for but no CUDA GPU is available; "
+                          "use device=cpu or device=auto.")
+    return torch.device(name)
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay from lr to min_lr as
+    ``progress`` (0..1, of steps or of the time budget) runs out."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    progress = min(max(progress, 0.0), 1.0)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """AdamW with weight decay on matrices and embeddings only, never on norm weights."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type in ("cpu", "cuda"))
+
+
+@torch.no_grad()
+def evaluate(model: Llama, batches, device: torch.device, autocast) -> float:
+    """Mean cross-entropy (nats per character) over fixed batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    for x, y in batches:
+        with autocast():
+            logits = model(x.to(device))
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
+    model.train(was_training)
+    return (total / len(batches)).item()
+
+
+def layer_health(model: Llama, x: torch.Tensor) -> dict:
+    """Per-layer gradient norms (of the last backward pass) and the residual stream's
+    root-mean-square after each block, to see gradients flow and activations grow."""
+    grads = []
+    for layer in model.layers:
+        squares = [p.grad.float().pow(2).sum() for p in layer.parameters() if p.grad is not None]
+        grads.append(math.sqrt(sum(s.item() for s in squares)) if squares else 0.0)
+    rms = []
+    with torch.no_grad():
+        h = model.embed(x)
+        for layer in model.layers:
+            h, _ = layer(h, model.freqs_cis)
+            rms.append(h.float().pow(2).mean().sqrt().item())
+    return {"grad_norm_per_layer": grads, "residual_rms_per_layer": rms}
+
+
+def generate_text(model: Llama, tokenizer: CharTokenizer, prompt: str, max_new_chars: int,
+                  temperature: float = 0.8, top_k: int | None = None, seed: int = 0) -> str:
+    """Continue ``prompt`` by ``max_new_chars`` characters; the same seed gives the same
+    text. Unknown characters in the prompt raise UnknownCharactersError naming them."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UserError(f"temperature must be 0 or more, not {temperature!r}.")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be at least 1, not {top_k!r}.")
+    device = next(model.parameters()).device
+    ids = tokenizer.encode(prompt) if prompt else [0]
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out = model.generate(idx, max_new_chars, temperature, top_k, gen)
+    model.train(was_training)
+    return tokenizer.decode(out[0, len(ids) if prompt else 1:].tolist())
+
+
+# --- Checkpoints -------------------------------------------------------------------
+
+def save_checkpoint(path: Path, model: Llama, tokenizer: CharTokenizer, train_cfg: TrainConfig,
+                    state: dict, optimizer: torch.optim.Optimizer | None = None,
+                    generator: torch.Generator | None = None) -> Path:
+    """Write weights (and, for resuming, optimizer moments and RNG states) as one
+    safetensors file, written to a temporary name first so a crash never leaves half a
+    checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                st = optimizer.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq", "step"):
+                    if key in st:
+                        tensors[f"optim.{key}.{names[id(p)]}"] = (
+                            torch.as_tensor(st[key]).detach().cpu().float().reshape(-1)
+                            if key == "step" else st[key].detach().cpu().contiguous())
+    if generator is not None:
+        tensors["rng.batches"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": json.dumps(to_dict(model.cfg)),
+        "train_config": json.dumps(to_dict(train_cfg)),
+        "tokenizer": tokenizer.to_json(),
+        "state": json.dumps(state),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and tensors of a Llama Lab checkpoint; anything else is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"No checkpoint at {path}; check the path or train the run first.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception:
+        raise UserError(f"{path.name} is not a readable safetensors checkpoint; "
+                        "use a model.safetensors written by Llama Lab.") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path.name} was not written by Llama Lab; use a checkpoint "
+                        "from a Llama Lab run.")
+    return meta, tensors
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu"
+                    ) -> tuple[Llama, CharTokenizer, dict]:
+    """A ready-to-use model in eval mode, its tokenizer and its metadata."""
+    meta, tensors = read_checkpoint(path)
+    cfg = model_from_dict(json.loads(meta["model_config"]))
+    model = Llama(cfg)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{Path(path).name} does not match its own config; it is damaged.")
+    model.to(device).eval()
+    info = {"model_config": cfg, "train_config": json.loads(meta["train_config"]),
+            "state": json.loads(meta["state"])}
+    return model, CharTokenizer.from_json(meta["tokenizer"]), info
+
+
+# --- The loop ----------------------------------------------------------------------
+
+class _Progress:
+    """A one-line progress report on stderr, at most twice a second."""
+
+    def __init__(self, enabled: bool, total_steps: int, time_budget: float | None):
+        self.enabled, self.total, self.budget = enabled, total_steps, time_budget
+        self.last = 0.0
+
+    def update(self, step: int, elapsed: float, tokens_per_s: float, val: float | None,
+               force: bool = False) -> None:
+        if not self.enabled or (not force and time.perf_counter() - self.last < 0.5):
+            return
+        self.last = time.perf_counter()
+        if self.budget:
+            frac = min(elapsed / self.budget, 1.0)
+        else:
+            frac = step / self.total
+        bar = "#" * int(frac * 30)
+        loss = f" val {val:.3f}" if val is not None else ""
+        sys.stderr.write(f"\r[{bar:<30}] {frac:4.0%} step {step} {elapsed:5.1f}s "
+                         f"{tokens_per_s:,.0f} tok/s{loss}   ")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None = None, *,
+          on_eval: Callable[[dict], None] | None = None,
+          on_progress: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None,
+          checkpoint_path: Path | None = None,
+          resume_from: Path | None = None,
+          progress: bool = False) -> TrainResult:
+    """Train a Llama and return how it went.
+
+    on_eval(record) gets step, tokens, seconds, train_loss (mean of the training batches
+    since the last evaluation), val_loss, lr, grad_norm, tokens_per_s, sample and extra
+    (per-layer health). on_progress(state) gets step, tokens, seconds, eta_s about twice
+    a second. should_stop() is asked every step; True ends the run as "stopped" after
+    saving. The vocabulary size always comes from the corpus.
+    """
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    device = resolve_device(train_cfg.device)
+    corpus = corpus or load_corpus(train_cfg.corpus)
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
+    corpus.check_context(model_cfg.context_window)
+
+    torch.manual_seed(train_cfg.seed)  # dropout draws from the global generator
+    model = Llama(model_cfg, seed=train_cfg.seed).to(device)
+    optimizer = make_optimizer(model, train_cfg, device)
+    batch_gen = torch.Generator().manual_seed(train_cfg.seed)
+    step, tokens, elapsed_before = 0, 0, 0.0
+    if resume_from is not None:
+        step, tokens, elapsed_before = _resume(resume_from, model, optimizer, batch_gen,
+                                               model_cfg, device)
+    tokens_before = tokens
+
+    autocast = _autocast(device)
+    forward = torch.compile(model) if train_cfg.compile else model
+    val_batches = corpus.fixed_batches("val", train_cfg.eval_batches, train_cfg.batch_size,
+                                       model_cfg.context_window)
+    params = model.num_params()
+    bar = _Progress(progress, train_cfg.steps, train_cfg.time_budget)
+    tokens_per_step = train_cfg.batch_size * model_cfg.context_window
+
+    status, error = "finished", None
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+    last_train = last_val = None
+    grad_norm = torch.zeros(())
+    compile_s = None
+    start = time.perf_counter()
+    seg_start, seg_tokens = start, 0
+    last_progress = 0.0
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - start
+
+    def evaluate_and_report(x_last) -> None:
+        nonlocal last_train, last_val, loss_sum, loss_count, seg_start, seg_tokens
+        train_loss = (loss_sum / loss_count).item() if loss_count else None
+        if train_loss is not None and not math.isfinite(train_loss):
+            raise _Diverged(step)
+        val_loss = evaluate(model, val_batches, device, autocast)
+        now = time.perf_counter()
+        rate = seg_tokens / (now - seg_start) if now > seg_start and seg_tokens else 0.0
+        record = {
+            "step": step, "tokens": tokens, "seconds": round(elapsed(), 4),
+            "train_loss": train_loss, "val_loss": val_loss,
+            "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+            "tokens_per_s": rate,
+            "sample": (generate_text(model, corpus.tokenizer, "\n", train_cfg.sample_chars,
+                                     seed=train_cfg.seed)
+                       if train_cfg.sample_chars else None),
+            "extra": layer_health(model, x_last.to(device)) if x_last is not None else None,
+        }
+        last_train, last_val = train_loss, val_loss
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        if on_eval:
+            on_eval(record)
+        seg_start, seg_tokens = time.perf_counter(), 0  # evaluation time is not training rate
+
+    x = None
+    try:
+        while True:
+            budget_out = (train_cfg.time_budget is not None
+                          and elapsed() >= train_cfg.time_budget)
+            if step >= train_cfg.steps or budget_out:
+                break
+            if should_stop and should_stop():
+                status = "stopped"
+                break
+            progress_frac = step / train_cfg.steps
+            if train_cfg.time_budget:
+                progress_frac = max(progress_frac, elapsed() / train_cfg.time_budget)
+            lr = learning_rate(train_cfg, step, progress_frac)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            x, y = corpus.batch("train", train_cfg.batch_size, model_cfg.context_window,
+                                batch_gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            t_step = time.perf_counter()
+            with autocast():
+                logits = forward(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train_cfg.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                           train_cfg.grad_clip)
+            else:
+                grad_norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in model.parameters() if p.grad is not None])
+            optimizer.step()
+            if compile_s is None and train_cfg.compile:
+                compile_s = time.perf_counter() - t_step
+            loss_sum += loss.detach()
+            loss_count += 1
+            step += 1
+            tokens += tokens_per_step
+            seg_tokens += tokens_per_step
+            if device.type == "cpu" and not math.isfinite(loss.item()):
+                raise _Diverged(step)
+
+            if step % train_cfg.eval_interval == 0:
+                evaluate_and_report(x)
+            now = time.perf_counter()
+            if now - last_progress >= 0.5:
+                last_progress = now
+                rate = (tokens - tokens_before) / max(elapsed() - elapsed_before, 1e-9)
+                if on_progress:
+                    on_progress({"step": step, "tokens": tokens, "seconds": elapsed(),
+                                 "eta_s": _eta(train_cfg, step, elapsed())})
+                bar.update(step, elapsed(), rate, last_val)
+        if loss_count or last_val is None:
+            evaluate_and_report(x)
+    except _Diverged as d:
+        status = "diverged"
+        error = (f"The loss stopped being a finite number at step {d.step}; lower the "
+                 f"learning rate (lr) or keep grad_clip on.")
+
+    wall = elapsed()
+    bar.update(step, wall, tokens / max(wall, 1e-9), last_val, force=True)
+    checkpoint = None
+    if checkpoint_path is not None and status != "diverged":
+        checkpoint = save_checkpoint(
+            checkpoint_path, model, corpus.tokenizer, train_cfg,
+            {"step": step, "tokens": tokens, "seconds": wall, "status": status,
+             "corpus": corpus.name, "data_sha256": corpus.sha256},
+            optimizer, batch_gen)
+    return TrainResult(
+        status=status, error=error, final_train_loss=last_train, final_val_loss=last_val,
+        steps=step, tokens=tokens, wall_s=round(wall, 3),
+        tokens_per_s=round(tokens / wall, 1) if wall > 0 else 0.0, params=params,
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        data_sha256=corpus.sha256, checkpoint=checkpoint, compile_s=compile_s)
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int):
+        self.step = step
+
+
+def _eta(cfg: TrainConfig, step: int, elapsed: float) -> float | None:
+    by_steps = elapsed / step * (cfg.steps - step) if step else None
+    if cfg.time_budget is None:
+        return by_steps
+    by_time = max(cfg.time_budget - elapsed, 0.0)
+    return by_time if by_steps is None else min(by_time, by_steps)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores); plain fp32 on CPU, where bf16 is slower."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return lambda: torch.autocast("cpu", enabled=False)
+
+
+def _resume(path: Path, model: Llama, optimizer, batch_gen: torch.Generator,
+            model_cfg: ModelConfig, device: torch.device) -> tuple[int, int, float]:
+    """Restore weights, optimizer moments and RNG states; return step, tokens, seconds."""
+    meta, tensors = read_checkpoint(path)
+    saved = model_from_dict(json.loads(meta["model_config"]))
+    if saved != model_cfg:
+        raise UserError("The checkpoint was trained with a different model config; "
+                        "resume it with the config it was saved with.")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    names = {n: p for n, p in model.named_parameters()}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, kind, name = key.split(".", 2)
+            p = names[name]
+            st = optimizer.state.setdefault(p, {})
+            st[kind] = (value.reshape(()).to(device) if kind == "step"
+                        else value.to(device))
+    if "rng.batches" in tensors:
+        batch_gen.set_state(tensors["rng.batches"])
+    torch.set_rng_state(tensors["rng.torch"])
+    state = json.loads(meta["state"])
+    return int(state["step"]), int(state["tokens"]), float(state["seconds"])
+
+
+def train_from_checkpoint_configs(path: Path) -> tuple[ModelConfig, TrainConfig]:
+    """The configs a checkpoint was trained with, to resume or re-run it."""
+    meta, _ = read_checkpoint(path)
+    return (model_from_dict(json.loads(meta["model_config"])),
+            train_from_dict(json.loads(meta["train_config"])))
