@@ -211,7 +211,8 @@ class _Progress:
     """A one-line progress report on stderr, at most twice a second."""
 
     def __init__(self, enabled: bool, total_steps: int, time_budget: float | None):
-        self.enabled, self.total, self.budget = enabled, total_steps, time_budget
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total, self.budget = total_steps, time_budget
         self.last = 0.0
 
     def update(self, step: int, elapsed: float, tokens_per_s: float, val: float | None,

@@ -1,0 +1,213 @@
+"""``python -m llama_core runs ...`` and ``python -m llama_core sweep ...``: the run store
+and paired sweeps from a terminal, in plain text or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .ablation import STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize
+from .errors import UserError
+
+LIST_COLUMNS = ("id", "name", "status", "seed", "steps", "final_val_loss", "wall_s", "device")
+
+
+def _store(args):
+    from .runs import RunStore
+    return RunStore(args.db)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
+
+
+def print_table(rows: list[dict], columns: list[str] | tuple[str, ...]) -> None:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def cmd_runs(args) -> int:
+    store = _store(args)
+    if args.action == "list":
+        runs = store.list_runs(status=args.status, group=args.group, limit=args.limit)
+        rows = [r.to_dict() for r in runs]
+        if args.json:
+            print(json.dumps(rows, default=str))
+        elif rows:
+            print_table(rows, LIST_COLUMNS)
+        else:
+            print(f"No runs in {store.path}.")
+        return 0
+    if not args.ids:
+        raise UserError(f"`runs {args.action}` needs at least one run id; see `runs list`.")
+    if args.action == "show":
+        out = []
+        for run_id in args.ids:
+            d = store.get_run(run_id).to_dict()
+            d["metrics"] = store.metrics(run_id)
+            out.append(d)
+        if args.json:
+            print(json.dumps(out if len(out) > 1 else out[0], default=str))
+        else:
+            for d in out:
+                metrics = d.pop("metrics")
+                for k, v in d.items():
+                    print(f"{k:>16}: {json.dumps(v) if isinstance(v, dict) else _cell(v)}")
+                if metrics:
+                    print_table(metrics, ("step", "tokens", "seconds", "train_loss",
+                                          "val_loss", "lr", "tokens_per_s"))
+                print()
+        return 0
+    if args.action == "export":
+        fmt = args.format or ("json" if args.json else "csv")
+        text = store.export(args.ids, fmt)
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+            print(f"wrote {len(args.ids)} run(s) to {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.action == "stop":
+        result = {}
+        for run_id in args.ids:
+            result[run_id] = store.request_stop(run_id)
+        _report(result, args.json, "stop requested")
+        return 0
+    if args.action == "delete":
+        result = {}
+        for run_id in args.ids:
+            run = store.get_run(run_id)
+            if run.active and not args.force:
+                raise UserError(f"Run {run_id} is {run.status}; stop it first or pass --force.")
+            store.delete_run(run_id)
+            result[run_id] = "deleted"
+        _report(result, args.json, "deleted")
+        return 0
+    raise UserError(f"Unknown action {args.action!r}.")  # pragma: no cover
+
+
+def _report(result: dict, as_json: bool, what: str) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for run_id, status in result.items():
+            print(f"{run_id}: {status}")
+
+
+def cmd_sweep(args) -> int:
+    from .cli import _key_values
+    from .jobs import JobManager
+
+    base = _key_values(args.set)
+    if args.corpus:
+        base["corpus"] = args.corpus
+    if args.steps is not None:
+        base["steps"] = str(args.steps)
+    if args.time_budget is not None:
+        base["time_budget"] = str(args.time_budget)
+    if args.device:
+        base["device"] = args.device
+    variants = [parse_variant(v) for v in (args.variant or [])]
+    if args.standard:
+        variants += [dict(v) for v in STANDARD_VARIANTS.values()]
+    if not variants:
+        raise UserError("Give at least one --variant key=value (or --standard).")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    plan = plan_sweep(args.preset, base, variants, seeds)
+    manager = JobManager(args.db, max_concurrent=args.parallel)
+    try:
+        group, ids = submit_plan(manager, plan, group=args.group)
+        if not args.json:
+            print(f"sweep {group}: {len(ids)} runs queued ({len(plan) // len(seeds)} "
+                  f"variants x {len(seeds)} seeds, {manager.max_concurrent} at a time)",
+                  file=sys.stderr)
+        if args.no_wait:
+            if args.json:
+                print(json.dumps({"group": group, "run_ids": ids}))
+            return 0
+        pending = set(ids)
+        while pending:
+            for run_id in list(pending):
+                if manager.store.get_run(run_id).status not in ("queued", "running"):
+                    pending.discard(run_id)
+            if pending:
+                if not args.json:
+                    sys.stderr.write(f"\r{len(ids) - len(pending)}/{len(ids)} runs done ")
+                    sys.stderr.flush()
+                time.sleep(0.5)
+        if not args.json:
+            sys.stderr.write("\n")
+    finally:
+        manager.shutdown()
+    runs = [manager.store.get_run(r) for r in ids]
+    rows = summarize(runs)
+    failed = [r for r in runs if r.status not in ("finished", "stopped")]
+    if args.json:
+        print(json.dumps({"group": group, "run_ids": ids, "summary": rows,
+                          "not_finished": {r.id: r.error or r.status for r in failed}}))
+    else:
+        print_table([_summary_cells(r) for r in rows],
+                    ("variant", "seeds", "params", "val loss", "vs baseline", "verdict"))
+        for r in failed:
+            print(f"{r.id} ({r.name}, seed {r.seed}) {r.status}: {r.error}", file=sys.stderr)
+    return 0 if not failed else 1
+
+
+def _summary_cells(row: dict) -> dict:
+    def pm(mean, half):
+        if mean is None:
+            return "-"
+        return f"{mean:.4f}" + ("" if half is None else f" ± {half:.4f}")
+    return {"variant": row["variant"], "seeds": row["seeds"], "params": row["params"],
+            "val loss": pm(row["mean"], row["ci95"]),
+            "vs baseline": ("-" if row["diff_vs_baseline"] is None
+                            else "%+.4f" % row["diff_vs_baseline"]
+                            + ("" if row["diff_ci95"] is None else f" ± {row['diff_ci95']:.4f}")),
+            "verdict": row["verdict"]}
+
+
+def add_run_commands(sub) -> None:
+    from .cli import add_config_flags
+
+    runs = sub.add_parser("runs", help="list, show, export, stop or delete stored runs")
+    runs.add_argument("action", choices=["list", "show", "export", "stop", "delete"])
+    runs.add_argument("ids", nargs="*", help="run ids (see `runs list`)")
+    runs.add_argument("--db", help="run store database file")
+    runs.add_argument("--status", help="list only runs with this status")
+    runs.add_argument("--group", help="list only runs of this sweep group")
+    runs.add_argument("--limit", type=int, help="list at most this many runs")
+    runs.add_argument("--format", choices=["csv", "json"], help="export format (default csv)")
+    runs.add_argument("--output", "-o", help="export to this file instead of stdout")
+    runs.add_argument("--force", action="store_true", help="delete even an active run")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
+
+    sweep = sub.add_parser(
+        "sweep", help="a baseline and variants over several seeds, paired",
+        description="Queue a baseline and each variant once per seed (same seeds, so the "
+                    "same batches and initial weights), wait, and print mean final "
+                    "validation loss with 95%% intervals and the paired difference to "
+                    "the baseline.")
+    add_config_flags(sweep)
+    sweep.add_argument("--variant", action="append", metavar="'KEY=VALUE ...'",
+                       help="one variant: the changes from the baseline (repeatable)")
+    sweep.add_argument("--standard", action="store_true",
+                       help="add the standard single-modification variants: "
+                            + ", ".join(STANDARD_VARIANTS))
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    sweep.add_argument("--parallel", type=int, help="runs at once (default: fits the machine)")
+    sweep.add_argument("--group", help="group id for the sweep's runs")
+    sweep.add_argument("--no-wait", action="store_true", help="queue and return at once; the dashboard's job manager "
+                            "(or a later sweep) runs the queue")
+    sweep.add_argument("--db", help="run store database file")
+    sweep.add_argument("--json", action="store_true")
+    sweep.set_defaults(func=cmd_sweep, seed=0)
