@@ -1,0 +1,32 @@
+"""Real finished runs for page tests: tiny models trained in this process into a
+temporary run store, through the same execute_run path the job manager uses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llama_core.config import build_configs
+from llama_core.jobs import execute_run
+from llama_core.runs import RunStore
+
+TINY = {"steps": 30, "eval_interval": 10, "eval_batches": 2, "sample_chars": 40,
+        "threads": 1, "batch_size": 8, "context_window": 16, "d_model": 32,
+        "n_layers": 2, "n_heads": 2}
+
+
+def train_tiny_runs(db_path: str | Path, variants: dict[str, dict] | None = None,
+                    seeds=(0,), group: str | None = None, **overrides) -> list[str]:
+    """Train one tiny run per (variant, seed); return their ids in that order.
+
+    ``variants`` maps a run name to its config changes (default: one baseline)."""
+    store = RunStore(db_path)
+    ids = []
+    for name, changes in (variants or {"baseline": {}}).items():
+        for seed in seeds:
+            model, train = build_configs("tiny", {**TINY, **overrides, **changes,
+                                                  "seed": seed})
+            run_id = store.create_run(model, train, name=name, group=group, pid=os.getpid())
+            assert execute_run(store.path, run_id) == 0, store.get_run(run_id).error
+            ids.append(run_id)
+    return ids
