@@ -62,6 +62,8 @@ def cmd_train(args) -> int:
     if args.run_id:  # a job the manager queued: the configs are in the store
         return execute_run(store.path, args.run_id, progress=not args.json)
     model_cfg, train_cfg = _configs_from_args(args)
+    from .data import load_corpus
+    load_corpus(train_cfg.corpus).check_context(model_cfg.context_window)  # fail before
     run_id = store.create_run(model_cfg, train_cfg, name=args.name, pid=os.getpid())
     code = execute_run(store.path, run_id, progress=not args.json)
     run = store.get_run(run_id)
@@ -74,9 +76,7 @@ def cmd_train(args) -> int:
               f"{_fmt(run.get('final_val_loss'))} after {run.get('steps')} steps "
               f"({_fmt(run.get('wall_s'), '.1f')} s, {_fmt(run.get('tokens_per_s'), ',.0f')} "
               f"tokens/s, {run.get('params'):,} parameters)" if run.get("params") else
-              f"run {run_id}: {run['status']}")
-        if run.get("error"):
-            print(run["error"], file=sys.stderr)
+              f"run {run_id}: {run['status']}")  # execute_run printed any error
     return code
 
 
