@@ -1,0 +1,119 @@
+"""Harness for driving the real dashboard in headless Chromium.
+
+Streamlit reports its own state on the root element (`data-test-script-state` goes
+initial -> running -> notRunning on every rerun), so we wait on that instead of sleeping.
+Every wait is bounded, so a hung page fails a test instead of hanging CI.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+# Headless, as root, on a machine with no outside network: skip what would phone home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+APP_TIMEOUT_MS = 60_000
+SETTLE_MS = 250  # longer than Streamlit's ~200 ms widget debounce
+
+
+def wait_for_health(base_url: str, timeout_s: float = 60.0) -> bool:
+    """Poll Streamlit's health endpoint until it answers 'ok' or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def wait_for_app(page: Page, timeout_ms: int = APP_TIMEOUT_MS) -> None:
+    """Block until the script has finished its run and every element has rendered."""
+    page.wait_for_timeout(SETTLE_MS)
+    app = "[data-testid='stApp']"
+    page.locator(f"{app}[data-test-connection-state='CONNECTED']").wait_for(
+        state="attached", timeout=timeout_ms)
+    page.locator(f"{app}[data-test-script-state='notRunning']").wait_for(
+        state="attached", timeout=timeout_ms)
+    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout_ms)
+    stale = page.locator("[data-testid='stElementContainer'][data-stale='true']")
+    expect(stale).to_have_count(0, timeout=timeout_ms)
+
+
+def assert_no_exception(page: Page, where: str = "") -> None:
+    """Fail with the exception's own text if any element shows a Streamlit traceback."""
+    errors = page.locator("[data-testid='stException']")
+    if errors.count():
+        text = "\n---\n".join(errors.all_inner_texts())
+        raise AssertionError(f"Streamlit exception on {where or page.url}:\n{text}")
+
+
+def screenshot(page: Page, name: str, full_page: bool = True) -> Path:
+    """Save test-artifacts/<name>.png (git-ignored) so a person can look at the page.
+
+    Streamlit scrolls inside its own container, so Playwright's full_page sees only the
+    viewport: for a whole page we stretch the viewport to the content, then restore it.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => Math.max(...['stMain', 'stSidebarContent'].map(id => "
+        "document.querySelector(`[data-testid='${id}']`)?.scrollHeight || 0))")
+    if full_page and size and height > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": min(height, 8000)})
+        page.wait_for_timeout(400)  # let charts re-layout to the new size
+    try:
+        page.screenshot(path=str(path))
+    finally:
+        if size:
+            page.set_viewport_size(size)
+    return path
+
+
+def open_page(page: Page, url: str, name: str | None = None) -> Page:
+    """Go to url, wait for the app, check for exceptions, and screenshot it if named."""
+    page.goto(url, wait_until="domcontentloaded", timeout=APP_TIMEOUT_MS)
+    wait_for_app(page)
+    assert_no_exception(page, url)
+    if name:
+        screenshot(page, name)
+    return page
+
+
+def sidebar_links(page: Page) -> list[tuple[str, str]]:
+    """(title, href) of every page in the sidebar menu; empty while there is one page."""
+    more = page.get_by_test_id("stSidebarNavViewButton")
+    if more.count() and "more" in more.inner_text().lower():
+        more.click()
+    links = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
+    # A link's text starts with its icon's ligature name ("home"); the title is last.
+    return [(link.inner_text().strip().splitlines()[-1].strip(),
+             link.get_attribute("href") or "") for link in links.all()]
+
+
+def click_sidebar_link(page: Page, title: str, name: str | None = None) -> Page:
+    """Open a page through its sidebar link, as a student would, and check it."""
+    hrefs = dict(sidebar_links(page))
+    if title not in hrefs:
+        raise AssertionError(f"no sidebar link {title!r}; the menu has {sorted(hrefs)}")
+    target = hrefs[title].split("?")[0].rstrip("/")
+    page.locator(f"[data-testid='stSidebarNavLink'][href='{hrefs[title]}']").click()
+    page.wait_for_url(lambda url: url.split("?")[0].rstrip("/") == target,
+                      timeout=APP_TIMEOUT_MS)
+    wait_for_app(page)
+    assert_no_exception(page, title)
+    if name:
+        screenshot(page, name)
+    return page
