@@ -59,6 +59,8 @@ def cmd_train(args) -> int:
     from .runs import RunStore
 
     store = RunStore(args.db)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return _train_helper_rank(args, store)
     if args.run_id:  # a job the manager queued: the configs are in the store
         return execute_run(store.path, args.run_id, progress=not args.json)
     model_cfg, train_cfg = _configs_from_args(args)
@@ -78,6 +80,21 @@ def cmd_train(args) -> int:
               f"tokens/s, {run.get('params'):,} parameters)" if run.get("params") else
               f"run {run_id}: {run['status']}")  # execute_run printed any error
     return code
+
+
+def _train_helper_rank(args, store) -> int:
+    """Under torchrun, ranks above 0 train their share of each batch and report
+    nothing: rank 0 owns the run record, the metrics and the checkpoint."""
+    from .config import model_from_dict, train_from_dict
+    from .train import train
+
+    if args.run_id:
+        run = store.get_run(args.run_id)
+        model_cfg, train_cfg = model_from_dict(run.model_config), train_from_dict(run.train_config)
+    else:
+        model_cfg, train_cfg = _configs_from_args(args)
+    train(model_cfg, train_cfg)
+    return 0
 
 
 def _fmt(value, spec: str = ".4f") -> str:

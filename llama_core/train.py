@@ -247,10 +247,15 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
     (per-layer health). on_progress(state) gets step, tokens, seconds, eta_s about twice
     a second. should_stop() is asked every step; True ends the run as "stopped" after
     saving. The vocabulary size always comes from the corpus.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) each process trains on its slice of the same
+    global batch with DistributedDataParallel, so the curve matches one process with
+    that batch; only rank 0 evaluates, reports and saves.
     """
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
-    device = resolve_device(train_cfg.device)
+    dist = _Distributed.from_env(train_cfg)
+    device = dist.device if dist.world > 1 else resolve_device(train_cfg.device)
     corpus = corpus or load_corpus(train_cfg.corpus)
     model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
     corpus.check_context(model_cfg.context_window)
@@ -266,11 +271,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
     tokens_before = tokens
 
     autocast = _autocast(device)
-    forward = torch.compile(model) if train_cfg.compile else model
+    forward = dist.wrap(model)
+    if train_cfg.compile:
+        forward = torch.compile(forward)
     val_batches = corpus.fixed_batches("val", train_cfg.eval_batches, train_cfg.batch_size,
-                                       model_cfg.context_window)
-    params = model.num_params()
-    bar = _Progress(progress, train_cfg.steps, train_cfg.time_budget)
+                                       model_cfg.context_window) if dist.rank == 0 else []
+    bar = _Progress(progress and dist.rank == 0, train_cfg.steps, train_cfg.time_budget)
     tokens_per_step = train_cfg.batch_size * model_cfg.context_window
 
     status, error = "finished", None
@@ -281,43 +287,46 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
     start = time.perf_counter()
     seg_start, seg_tokens = start, 0
     last_progress = 0.0
+    x = None
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - start
 
-    def evaluate_and_report(x_last) -> None:
+    def evaluate_and_report() -> None:
+        """Every rank averages its training loss; rank 0 evaluates and reports."""
         nonlocal last_train, last_val, loss_sum, loss_count, seg_start, seg_tokens
-        train_loss = (loss_sum / loss_count).item() if loss_count else None
+        mean_train = dist.mean(loss_sum / loss_count) if loss_count else None
+        train_loss = mean_train.item() if mean_train is not None else None
         if train_loss is not None and not math.isfinite(train_loss):
             raise _Diverged(step)
-        val_loss = evaluate(model, val_batches, device, autocast)
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        last_train = train_loss
+        if dist.rank != 0:
+            return
+        last_val = evaluate(model, val_batches, device, autocast)
         now = time.perf_counter()
         rate = seg_tokens / (now - seg_start) if now > seg_start and seg_tokens else 0.0
-        record = {
-            "step": step, "tokens": tokens, "seconds": round(elapsed(), 4),
-            "train_loss": train_loss, "val_loss": val_loss,
-            "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-            "tokens_per_s": rate,
-            "sample": (generate_text(model, corpus.tokenizer, "\n", train_cfg.sample_chars,
-                                     seed=train_cfg.seed)
-                       if train_cfg.sample_chars else None),
-            "extra": layer_health(model, x_last.to(device)) if x_last is not None else None,
-        }
-        last_train, last_val = train_loss, val_loss
-        loss_sum, loss_count = torch.zeros((), device=device), 0
         if on_eval:
-            on_eval(record)
-        seg_start, seg_tokens = time.perf_counter(), 0  # evaluation time is not training rate
+            on_eval({
+                "step": step, "tokens": tokens, "seconds": round(elapsed(), 4),
+                "train_loss": train_loss, "val_loss": last_val,
+                "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                "tokens_per_s": rate,
+                "sample": (generate_text(model, corpus.tokenizer, "\n",
+                                         train_cfg.sample_chars, seed=train_cfg.seed)
+                           if train_cfg.sample_chars else None),
+                "extra": layer_health(model, x) if x is not None else None,
+            })
+        seg_start, seg_tokens = time.perf_counter(), 0  # evaluation is not training rate
 
-    x = None
     try:
         while True:
-            budget_out = (train_cfg.time_budget is not None
-                          and elapsed() >= train_cfg.time_budget)
-            if step >= train_cfg.steps or budget_out:
-                break
-            if should_stop and should_stop():
-                status = "stopped"
+            over = step >= train_cfg.steps or (train_cfg.time_budget is not None
+                                               and elapsed() >= train_cfg.time_budget)
+            asked = bool(should_stop and should_stop())
+            over, asked = dist.agree(over, asked)  # every rank stops at the same step
+            if over or asked:
+                status = "stopped" if asked and not over else status
                 break
             progress_frac = step / train_cfg.steps
             if train_cfg.time_budget:
@@ -326,8 +335,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            x, y = corpus.batch("train", train_cfg.batch_size, model_cfg.context_window,
-                                batch_gen)
+            x, y = dist.shard(*corpus.batch("train", train_cfg.batch_size,
+                                             model_cfg.context_window, batch_gen))
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             t_step = time.perf_counter()
             with autocast():
@@ -349,13 +358,13 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
             step += 1
             tokens += tokens_per_step
             seg_tokens += tokens_per_step
-            if device.type == "cpu" and not math.isfinite(loss.item()):
+            if device.type == "cpu" and dist.world == 1 and not math.isfinite(loss.item()):
                 raise _Diverged(step)
 
             if step % train_cfg.eval_interval == 0:
-                evaluate_and_report(x)
+                evaluate_and_report()
             now = time.perf_counter()
-            if now - last_progress >= 0.5:
+            if now - last_progress >= 0.5 and dist.rank == 0:
                 last_progress = now
                 rate = (tokens - tokens_before) / max(elapsed() - elapsed_before, 1e-9)
                 if on_progress:
@@ -363,7 +372,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
                                  "eta_s": _eta(train_cfg, step, elapsed())})
                 bar.update(step, elapsed(), rate, last_val)
         if loss_count or last_val is None:
-            evaluate_and_report(x)
+            evaluate_and_report()
     except _Diverged as d:
         status = "diverged"
         error = (f"The loss stopped being a finite number at step {d.step}; lower the "
@@ -372,18 +381,89 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
     wall = elapsed()
     bar.update(step, wall, tokens / max(wall, 1e-9), last_val, force=True)
     checkpoint = None
-    if checkpoint_path is not None and status != "diverged":
+    if checkpoint_path is not None and status != "diverged" and dist.rank == 0:
         checkpoint = save_checkpoint(
             checkpoint_path, model, corpus.tokenizer, train_cfg,
             {"step": step, "tokens": tokens, "seconds": wall, "status": status,
              "corpus": corpus.name, "data_sha256": corpus.sha256},
             optimizer, batch_gen)
+    dist.close()
     return TrainResult(
         status=status, error=error, final_train_loss=last_train, final_val_loss=last_val,
         steps=step, tokens=tokens, wall_s=round(wall, 3),
-        tokens_per_s=round(tokens / wall, 1) if wall > 0 else 0.0, params=params,
-        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        data_sha256=corpus.sha256, checkpoint=checkpoint, compile_s=compile_s)
+        tokens_per_s=round(tokens / wall, 1) if wall > 0 else 0.0, params=model.num_params(),
+        device=_device_name(device, dist.world), data_sha256=corpus.sha256,
+        checkpoint=checkpoint, compile_s=compile_s)
+
+
+class _Distributed:
+    """What changes under ``torchrun``: which slice of each global batch this process
+    trains on, gradient averaging (DistributedDataParallel), and agreeing on when to
+    stop. With one process every method is a no-op."""
+
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device | None = None):
+        self.rank, self.world, self.device = rank, world, device
+
+    @classmethod
+    def from_env(cls, cfg: TrainConfig) -> "_Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+        if cfg.batch_size % world:
+            raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of the "
+                              f"number of processes ({world}) so each gets an equal share.")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        if use_cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+        return cls(dist.get_rank(), world, device)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor):
+        """Every rank draws the same global batch; each keeps its own rows."""
+        if self.world == 1:
+            return x, y
+        n = x.shape[0] // self.world
+        rows = slice(self.rank * n, (self.rank + 1) * n)
+        return x[rows], y[rows]
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world
+
+    def agree(self, *flags: bool) -> tuple[bool, ...]:
+        """Rank 0's answers, for every rank (its clock and stop button decide)."""
+        if self.world == 1:
+            return flags
+        import torch.distributed as dist
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.broadcast(t, src=0)
+        return tuple(bool(v) for v in t.tolist())
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _device_name(device: torch.device, world: int) -> str:
+    name = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return f"{world} x {name}" if world > 1 else name
 
 
 class _Diverged(Exception):
