@@ -61,11 +61,12 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 def rope_frequencies(head_dim: int, theta: float = 10000.0,
                      off_by_one: bool = False) -> torch.Tensor:
     """``freq_i = theta ** (-2i / head_dim)`` for i = 0 .. head_dim/2 - 1, in radians per
-    position. Pair 0 turns fastest (1 rad per position), the last pair slowest."""
+    position, in float64. Pair 0 turns fastest (1 rad per position), the last pair
+    slowest."""
     i = torch.arange(head_dim // 2, dtype=torch.float64)
     if off_by_one:  # the classic slip: i - 1 for i, so pair 0 turns faster than 1 rad
         i = i - 1
-    return (theta ** (-2.0 * i / head_dim)).float()
+    return theta ** (-2.0 * i / head_dim)
 
 
 def rope_table(head_dim: int, length: int, theta: float = 10000.0,
@@ -75,7 +76,7 @@ def rope_table(head_dim: int, length: int, theta: float = 10000.0,
 
     Angles are formed in float64 so long contexts keep their precision.
     """
-    freqs = rope_frequencies(head_dim, theta, off_by_one).double()
+    freqs = rope_frequencies(head_dim, theta, off_by_one)
     angles = torch.outer(torch.arange(length, dtype=torch.float64), freqs)
     return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
@@ -208,12 +209,15 @@ class Llama(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
         self.cfg = validate_model(cfg)
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_embeddings = (nn.Parameter(torch.zeros(cfg.context_window, cfg.d_model))
-                               if cfg.pos == "learned" else None)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = make_norm(cfg)
-        self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        # PyTorch's default initialisers draw from the global generator; init_weights
+        # overwrites every value, so keep the global stream (dropout's) untouched.
+        with torch.random.fork_rng(devices=[]):
+            self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.pos_embeddings = (nn.Parameter(torch.zeros(cfg.context_window, cfg.d_model))
+                                   if cfg.pos == "learned" else None)
+            self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+            self.norm = make_norm(cfg)
+            self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.attention and cfg.pos == "rope":
             table = rope_table(cfg.head_dim, cfg.context_window, cfg.rope_theta,
                                off_by_one=cfg.bug == "rope_off_by_one")
