@@ -1,0 +1,871 @@
+"""The durable run store: every run's config, status, metrics and samples in SQLite.
+
+Why SQLite: the dashboard, the job manager and each training process are different
+processes (and threads); the store is the one truth they all read and write. The
+database is in WAL mode so readers never block the writer, with ``synchronous=NORMAL``
+(durable across a crashed process, fast enough to flush a metric per evaluation). Each
+thread and each process gets its own connection, and every write runs in
+``BEGIN IMMEDIATE`` (a deferred transaction that upgrades to a write can fail with
+SQLITE_BUSY no matter the timeout) with a retry, so concurrent writers wait their turn
+instead of seeing "database is locked".
+
+Layout: the runs folder (``$LLAMA_LAB_RUNS`` or ``<repo>/runs/``) holds ``llama_lab.db``
+and one folder per run (``<runs>/<run id>/``) for files too big for a row: the
+checkpoint ``model.safetensors`` and logs. ``RunStore(path)`` names the database file
+directly (the command line's ``--db``); its folder is then the runs folder.
+
+Before touching a file that already exists, the store opens it read-only and refuses
+(``StoreError``) anything that is not a SQLite database or is someone else's database,
+so a wrong ``--db`` can never damage a file. The schema is versioned with
+``PRAGMA user_version`` and upgraded by the ordered ``MIGRATIONS``.
+
+Storage only: starting, queueing and stopping processes is ``llama_core.jobs``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "llama_lab.db"
+ENV_RUNS = "LLAMA_LAB_RUNS"
+SCHEMA_TABLE = "llama_lab_schema"  # marks a database as ours
+
+STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted", "diverged")
+ACTIVE = ("queued", "running")
+TERMINAL = ("finished", "stopped", "failed", "interrupted", "diverged")
+RUN_ID_RE = re.compile(r"^[a-z0-9-]{1,40}$")
+
+METRIC_COLUMNS = ("step", "tokens", "seconds", "train_loss", "val_loss", "lr", "grad_norm",
+                  "tokens_per_s")
+RESULT_COLUMNS = ("final_train_loss", "final_val_loss", "steps", "tokens", "wall_s",
+                  "tokens_per_s", "params", "device", "data_sha256", "checkpoint")
+
+ORPHAN_MESSAGE = ("Its training process ended without saying how the run went (the server "
+                  "or the process was stopped); the metrics up to then are kept, so start "
+                  "a new run to finish it.")
+
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (extended codes share the low byte)
+_WRITE_RETRIES = 8
+CONNECT_TIMEOUT_S = 30.0
+
+
+class StoreError(UserError):
+    """The run database cannot be used: not SQLite, someone else's, or newer than us."""
+
+
+class RunNotFound(UserError):
+    """No run has that id in this store."""
+
+
+# --- Schema -----------------------------------------------------------------------
+
+# MIGRATIONS[i] takes the schema from version i to version i + 1. Never edit a released
+# entry; append a new one (ALTER TABLE ...) and the store upgrades old databases on open.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("runs, metrics and samples", [
+        f"""CREATE TABLE {SCHEMA_TABLE} (
+            version INTEGER PRIMARY KEY,
+            applied REAL NOT NULL,
+            note TEXT NOT NULL)""",
+        f"""CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            "group" TEXT,
+            model_config TEXT NOT NULL,
+            train_config TEXT NOT NULL,
+            seed INTEGER,
+            device TEXT,
+            status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+            created REAL NOT NULL,
+            started REAL,
+            finished REAL,
+            error TEXT,
+            owner TEXT,
+            pid INTEGER,
+            code_version TEXT,
+            torch_version TEXT,
+            data_sha256 TEXT,
+            params INTEGER,
+            final_train_loss REAL,
+            final_val_loss REAL,
+            steps INTEGER NOT NULL DEFAULT 0,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            wall_s REAL,
+            tokens_per_s REAL,
+            checkpoint TEXT,
+            stop_requested INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX runs_by_status ON runs (status, created)",
+        'CREATE INDEX runs_by_group ON runs ("group")',
+        "CREATE INDEX runs_by_owner ON runs (owner)",
+        """CREATE TABLE metrics (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            tokens INTEGER,
+            seconds REAL,
+            train_loss REAL,
+            val_loss REAL,
+            lr REAL,
+            grad_norm REAL,
+            tokens_per_s REAL,
+            extra TEXT,
+            PRIMARY KEY (run_id, step)) WITHOUT ROWID""",
+        """CREATE TABLE samples (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (run_id, step)) WITHOUT ROWID""",
+    ]),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- Values -----------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One row of ``runs``, with the configs parsed back into dicts."""
+
+    id: str
+    name: str
+    group: str | None
+    model_config: dict
+    train_config: dict
+    seed: int | None
+    device: str | None
+    status: str
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    owner: str | None = None
+    pid: int | None = None
+    code_version: str | None = None
+    torch_version: str | None = None
+    data_sha256: str | None = None
+    params: int | None = None
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+    steps: int = 0
+    tokens: int = 0
+    wall_s: float | None = None
+    tokens_per_s: float | None = None
+    checkpoint: str | None = None
+    stop_requested: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # Dict-style reads too, so callers may treat a run as the plain record it is.
+    def __getitem__(self, key: str) -> Any:
+        if key not in RUN_COLUMNS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in RUN_COLUMNS else default
+
+
+RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(Run))
+_RUN_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in RUN_COLUMNS) + " FROM runs"
+
+
+def _row_to_run(row: tuple) -> Run:
+    d = dict(zip(RUN_COLUMNS, row))
+    d["model_config"] = json.loads(d["model_config"])
+    d["train_config"] = json.loads(d["train_config"])
+    d["stop_requested"] = bool(d["stop_requested"])
+    return Run(**d)
+
+
+def check_run_id(run_id: Any) -> str:
+    """Refuse anything but a short lowercase id, so an id can name a folder safely."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise UserError(f"{run_id!r} is not a run id; use the id shown by "
+                        "`python -m llama_core runs list` (lowercase letters, digits, '-').")
+    return run_id
+
+
+def new_run_id() -> str:
+    return "r" + secrets.token_hex(4)
+
+
+def default_runs_dir() -> Path:
+    env = os.environ.get(ENV_RUNS)
+    return Path(env).expanduser() if env else REPO_ROOT / "runs"
+
+
+_code_version: str | None = None
+
+
+def code_version() -> str:
+    """``git describe`` of the checkout (without taking git's index lock), else the
+    package version: enough to tell which code produced a run."""
+    global _code_version
+    if _code_version is None:
+        version = None
+        if (REPO_ROOT / ".git").exists():
+            try:
+                out = subprocess.run(
+                    ["git", "describe", "--always", "--tags", "--dirty"], cwd=REPO_ROOT,
+                    capture_output=True, text=True, timeout=5,
+                    env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+                if out.returncode == 0 and out.stdout.strip():
+                    version = "git:" + out.stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                pass
+        if version is None:
+            try:
+                from importlib.metadata import version as pkg_version
+                version = "llama_core " + pkg_version("llama_core")
+            except Exception:
+                version = "unknown"
+        _code_version = version
+    return _code_version
+
+
+def _installed_torch_version() -> str | None:
+    """Torch's version without importing torch (the store must stay light)."""
+    try:
+        from importlib.metadata import version as pkg_version
+        return pkg_version("torch")
+    except Exception:
+        return None
+
+
+def _as_dict(cfg: Any) -> dict:
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    raise TypeError(f"expected a config dataclass or dict, got {type(cfg).__name__}")
+
+
+def _finite_or_none(x: Any) -> float | None:
+    """SQLite would store NaN as NULL anyway; say so explicitly."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if not math.isnan(x) else None
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    msg = str(e).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True while a process with this pid exists and is not a zombie."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        state = stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3]
+        return state not in (b"Z", b"X")
+    except (OSError, ValueError):
+        return True
+
+
+# Connections inherited through fork() are never used or closed in the child: closing
+# one would drop locks that belong to the parent's connection on the same file.
+_inherited_connections: list[sqlite3.Connection] = []
+
+
+# --- The store --------------------------------------------------------------------
+
+class RunStore:
+    """Runs, metrics and samples in one SQLite file; safe to share across threads and
+    to open from many processes at once."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        if path is None:
+            self.runs_dir = default_runs_dir()
+            self.path = self.runs_dir / DB_NAME
+        else:
+            self.path = Path(path).expanduser()
+            if self.path.is_dir():
+                raise StoreError(f"{self.path} is a folder; pass the database file inside "
+                                 f"it (for example {self.path / DB_NAME}).")
+            self.runs_dir = self.path.parent
+        self.path = self.path.absolute()
+        self.runs_dir = self.runs_dir.absolute()
+        self._local = threading.local()
+        self._checked_pid: int | None = None
+        self._check_lock = threading.Lock()
+        self._connect()  # fail now, in the caller's hands, if the file is not ours
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.path)!r})"
+
+    # -- connections --
+
+    def _check_existing_file(self) -> None:
+        """Look at an existing file read-only and refuse it unless it is our database."""
+        p = self.path
+        if not p.exists():
+            return
+        if not p.is_file():
+            raise StoreError(f"{p} is not a file; pass a path for the run database "
+                             f"(for example runs/{DB_NAME}).")
+        size = p.stat().st_size
+        if size == 0:
+            return  # an empty file is an empty SQLite database
+        with open(p, "rb") as f:
+            header = f.read(16)
+        not_sqlite = StoreError(f"{p} is not a Llama Lab run database (it is not SQLite); "
+                                "pass another --db path or move that file away.")
+        if header != b"SQLite format 3\x00":
+            raise not_sqlite
+        try:
+            ro = sqlite3.connect(p.as_uri() + "?mode=ro", uri=True, timeout=CONNECT_TIMEOUT_S)
+        except sqlite3.Error as e:
+            raise StoreError(f"{p} cannot be opened ({e}); check its permissions or pass "
+                             "another --db path.") from None
+        try:
+            tables = {r[0] for r in ro.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = ro.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError:
+            raise not_sqlite from None
+        finally:
+            ro.close()
+        if tables and SCHEMA_TABLE not in tables:
+            raise StoreError(f"{p} is a SQLite database that belongs to something else "
+                             "(it has no Llama Lab tables); pass another --db path.")
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{p} was written by a newer Llama Lab (schema {version}, this "
+                             f"one knows {SCHEMA_VERSION}); update Llama Lab to open it.")
+
+    def _connect(self) -> sqlite3.Connection:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        if conn is not None:  # we are a forked child: leave the parent's connection be
+            _inherited_connections.append(conn)
+            local.conn = None
+        with self._check_lock:
+            first = self._checked_pid != os.getpid()
+            if first:  # once per process: look before touching, then upgrade the schema
+                self._check_existing_file()
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(str(self.path), timeout=CONNECT_TIMEOUT_S,
+                                       isolation_level=None, check_same_thread=True)
+            except sqlite3.Error as e:
+                raise StoreError(f"The run database {self.path} cannot be opened ({e}); "
+                                 "check the folder's permissions or pass another --db "
+                                 "path.") from None
+            try:
+                self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                if first:
+                    self._migrate(conn)
+                    self._checked_pid = os.getpid()
+            except BaseException as e:
+                conn.close()
+                if isinstance(e, sqlite3.DatabaseError) and not (
+                        isinstance(e, sqlite3.OperationalError) and _is_busy(e)):
+                    raise StoreError(f"{self.path} is not a usable Llama Lab run database "
+                                     f"({e}); pass another --db path.") from None
+                raise
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    @staticmethod
+    def _retry(fn: Callable[[], Any]) -> Any:
+        """Run ``fn``, retrying with jittered backoff while SQLite says busy/locked.
+
+        The connection's busy timeout already waits for most locks; this covers the
+        cases SQLite reports at once (a WAL recovery, a schema change under us)."""
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or attempt == _WRITE_RETRIES - 1:
+                    raise
+                time.sleep(min(2.0, 0.01 * 2 ** attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _tx(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, retried when busy."""
+        conn = self._connect()
+
+        def attempt():
+            with self._tx(conn):
+                return fn(conn)
+        return self._retry(attempt)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = self._connect()
+        return self._retry(lambda: conn.execute(sql, args).fetchall())
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+
+        def upgrade(c: sqlite3.Connection) -> None:
+            v = c.execute("PRAGMA user_version").fetchone()[0]  # another process may
+            if v == 0:                                           # have just done it
+                tables = [r[0] for r in c.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")]
+                if tables:
+                    raise StoreError(f"{self.path} is a SQLite database that belongs to "
+                                     "something else; pass another --db path.")
+            for i in range(v, SCHEMA_VERSION):
+                note, statements = MIGRATIONS[i]
+                for sql in statements:
+                    c.execute(sql)
+                c.execute(f"INSERT INTO {SCHEMA_TABLE} (version, applied, note) "
+                          "VALUES (?, ?, ?)", (i + 1, time.time(), note))
+                c.execute(f"PRAGMA user_version = {i + 1}")
+
+        def attempt():
+            with self._tx(conn):
+                upgrade(conn)
+        self._retry(attempt)
+
+    # -- paths --
+
+    def run_dir(self, run_id: str, create: bool = False) -> Path:
+        """The folder for a run's files (checkpoint, logs)."""
+        d = self.runs_dir / check_run_id(run_id)
+        if create:
+            d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def checkpoint_path(self, run_id: str) -> Path | None:
+        """Absolute path of the run's stored checkpoint, or None if it has none."""
+        run = self.get_run(run_id)
+        if not run.checkpoint:
+            return None
+        p = Path(run.checkpoint)
+        return p if p.is_absolute() else self.runs_dir / p
+
+    # -- runs --
+
+    def create_run(self, model_cfg: Any, train_cfg: Any, name: str | None = None,
+                   group: str | None = None, owner: str | None = None,
+                   pid: int | None = None) -> str:
+        """Add a queued run and return its id.
+
+        ``pid`` claims the run for a process that will execute it itself (the command
+        line's in-process ``train``), so no job manager starts it too."""
+        model = _as_dict(model_cfg)
+        train = _as_dict(train_cfg)
+        if group is not None and (not isinstance(group, str) or not RUN_ID_RE.match(group)):
+            raise UserError(f"{group!r} is not a group id; use up to 40 lowercase letters, "
+                            "digits and '-'.")
+        if name is None:
+            name = _default_name(model)
+        name = str(name).strip()[:200] or _default_name(model)
+        owner = None if owner is None else str(owner)[:200]
+        row = dict(name=name, group=group, model_config=json.dumps(model, sort_keys=True),
+                   train_config=json.dumps(train, sort_keys=True), seed=train.get("seed"),
+                   device=train.get("device"), status="queued", created=time.time(),
+                   owner=owner, pid=pid, code_version=code_version(),
+                   torch_version=_installed_torch_version())
+        for _ in range(20):
+            run_id = new_run_id()
+            try:
+                self._write(lambda c: c.execute(
+                    'INSERT INTO runs (id, ' + ", ".join(f'"{k}"' for k in row)
+                    + ") VALUES (?" + ", ?" * len(row) + ")", (run_id, *row.values())))
+                return run_id
+            except sqlite3.IntegrityError:
+                continue  # the 1-in-4-billion id clash: draw again
+        raise RuntimeError("could not draw a fresh run id")
+
+    def get_run(self, run_id: str) -> Run:
+        rows = self._read(_RUN_SELECT + " WHERE id = ?", (check_run_id(run_id),))
+        if not rows:
+            raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the id "
+                              "with `python -m llama_core runs list`.")
+        return _row_to_run(rows[0])
+
+    def list_runs(self, status: str | Iterable[str] | None = None, group: str | None = None,
+                  owner: str | None = None, limit: int | None = None,
+                  oldest_first: bool = False) -> list[Run]:
+        """Runs matching every filter given, newest first (or oldest first)."""
+        where, args = [], []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                if s not in STATUSES:
+                    raise UserError(f"{s!r} is not a run status; use one of "
+                                    f"{', '.join(STATUSES)}.")
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args += statuses
+        if group is not None:
+            where.append('"group" = ?')
+            args.append(group)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        sql = _RUN_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        order = "ASC" if oldest_first else "DESC"
+        sql += f" ORDER BY created {order}, rowid {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [_row_to_run(r) for r in self._read(sql, tuple(args))]
+
+    def count_active(self) -> int:
+        """Runs that hold a slot: running, or queued and already claimed by a process."""
+        return self._read("SELECT COUNT(*) FROM runs WHERE status = 'running' "
+                          "OR (status = 'queued' AND pid IS NOT NULL)")[0][0]
+
+    def claim_next(self, pid: int, limit: int | None = None) -> str | None:
+        """Atomically give the oldest unclaimed queued run to ``pid`` if fewer than
+        ``limit`` runs hold a slot; return its id, or None. (FIFO for now; owners make
+        fair queueing possible later.)"""
+        if not self._read("SELECT 1 FROM runs WHERE status = 'queued' AND pid IS NULL "
+                          "LIMIT 1"):
+            return None  # the common case, answered without taking the write lock
+
+        def claim(c):
+            if limit is not None:
+                active = c.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' OR "
+                                   "(status = 'queued' AND pid IS NOT NULL)").fetchone()[0]
+                if active >= limit:
+                    return None
+            row = c.execute("SELECT id FROM runs WHERE status = 'queued' AND pid IS NULL "
+                            "ORDER BY created, rowid LIMIT 1").fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, row[0]))
+            return row[0]
+        return self._write(claim)
+
+    def set_pid(self, run_id: str, pid: int | None) -> None:
+        """Hand a claimed run to the process that executes it (or release it: None)."""
+        self._write(lambda c: c.execute("UPDATE runs SET pid = ? WHERE id = ? AND status IN "
+                                        "('queued', 'running')", (pid, check_run_id(run_id))))
+
+    def mark_running(self, run_id: str, pid: int, device: str | None,
+                     torch_version: str | None = None) -> bool:
+        """Queued -> running. False when the run is no longer queued (already started
+        elsewhere, or stopped while it waited): the caller must not train it."""
+        check_run_id(run_id)
+
+        def mark(c):
+            cur = c.execute(
+                "UPDATE runs SET status = 'running', pid = ?, device = COALESCE(?, device), "
+                "torch_version = COALESCE(?, torch_version), started = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (pid, device, torch_version, time.time(), run_id))
+            if cur.rowcount == 0 and c.execute("SELECT 1 FROM runs WHERE id = ?",
+                                               (run_id,)).fetchone() is None:
+                raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the "
+                                  "id with `python -m llama_core runs list`.")
+            return cur.rowcount == 1
+        return self._write(mark)
+
+    def add_metric(self, run_id: str, record: dict) -> None:
+        """Store one evaluation (and its sample, if the record has one) in one commit.
+
+        Keys beyond the metric columns, ``sample`` and ``extra`` go into ``extra``, so
+        nothing the trainer reports is dropped. The run's ``steps``/``tokens`` follow."""
+        check_run_id(run_id)
+        record = dict(record)
+        sample = record.pop("sample", None)
+        extra = record.pop("extra", None)
+        rest = {k: v for k, v in record.items() if k not in METRIC_COLUMNS}
+        if rest:
+            extra = {**(extra or {}), **rest}
+        if "step" not in record:
+            raise ValueError("a metric record needs a 'step'")
+        values = [int(record["step"]),
+                  None if record.get("tokens") is None else int(record["tokens"])]
+        values += [_finite_or_none(record.get(k)) for k in METRIC_COLUMNS[2:]]
+        extra_json = None if extra is None else json.dumps(extra, default=_json_default)
+
+        def add(c):
+            try:
+                c.execute("INSERT OR REPLACE INTO metrics (run_id, " + ", ".join(METRIC_COLUMNS)
+                          + ", extra) VALUES (?" + ", ?" * (len(METRIC_COLUMNS) + 1) + ")",
+                          (run_id, *values, extra_json))
+            except sqlite3.IntegrityError:
+                raise RunNotFound(f"There is no run {run_id!r} to add metrics to; it may "
+                                  "have been deleted.") from None
+            if sample is not None:
+                c.execute("INSERT OR REPLACE INTO samples (run_id, step, text) "
+                          "VALUES (?, ?, ?)", (run_id, values[0], str(sample)))
+            c.execute("UPDATE runs SET steps = MAX(steps, ?), tokens = MAX(tokens, ?) "
+                      "WHERE id = ?", (values[0], values[1] or 0, run_id))
+        self._write(add)
+
+    def add_sample(self, run_id: str, step: int, text: str) -> None:
+        check_run_id(run_id)
+
+        def add(c):
+            try:
+                c.execute("INSERT OR REPLACE INTO samples (run_id, step, text) "
+                          "VALUES (?, ?, ?)", (run_id, int(step), str(text)))
+            except sqlite3.IntegrityError:
+                raise RunNotFound(f"There is no run {run_id!r} to add a sample to; it may "
+                                  "have been deleted.") from None
+        self._write(add)
+
+    def finish_run(self, run_id: str, status: str, result: dict | None = None,
+                   error: str | None = None) -> bool:
+        """Record how a run ended. Only an unfinished run (queued, running, or marked
+        interrupted while its process was in fact alive) changes; returns whether it did,
+        so a late or duplicate report never overwrites a recorded outcome."""
+        check_run_id(run_id)
+        if status not in TERMINAL:
+            raise ValueError(f"finish_run needs a final status ({', '.join(TERMINAL)}), "
+                             f"not {status!r}")
+        sets = {"status": status, "finished": time.time(), "error": error}
+        for key in RESULT_COLUMNS:
+            if result and result.get(key) is not None:
+                value = result[key]
+                if key == "checkpoint":
+                    value = self._relative(value)
+                elif key in ("final_train_loss", "final_val_loss", "wall_s", "tokens_per_s"):
+                    value = _finite_or_none(value)
+                elif key in ("steps", "tokens", "params"):
+                    value = int(value)
+                sets[key] = value
+
+        def finish(c):
+            cur = c.execute(
+                "UPDATE runs SET " + ", ".join(f'"{k}" = ?' for k in sets)
+                + " WHERE id = ? AND status IN ('queued', 'running', 'interrupted')",
+                (*sets.values(), run_id))
+            if cur.rowcount == 0 and c.execute("SELECT 1 FROM runs WHERE id = ?",
+                                               (run_id,)).fetchone() is None:
+                raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the "
+                                  "id with `python -m llama_core runs list`.")
+            return cur.rowcount == 1
+        return self._write(finish)
+
+    def request_stop(self, run_id: str) -> str:
+        """Ask a run to stop; return its status afterwards. A run still waiting in the
+        queue is stopped at once; a running one stops at its next step."""
+        check_run_id(run_id)
+
+        def req(c):
+            row = c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the "
+                                  "id with `python -m llama_core runs list`.")
+            if row[0] == "queued":
+                c.execute("UPDATE runs SET status = 'stopped', stop_requested = 1, "
+                          "finished = ?, error = 'Stopped before it started.' WHERE id = ?",
+                          (time.time(), run_id))
+                return "stopped"
+            if row[0] == "running":
+                c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
+            return row[0]
+        return self._write(req)
+
+    def stop_requested(self, run_id: str) -> bool:
+        rows = self._read("SELECT stop_requested FROM runs WHERE id = ?",
+                          (check_run_id(run_id),))
+        return bool(rows and rows[0][0])
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run's rows and its folder. A run still queued or running must be
+        stopped first, so a live process never writes into a deleted run."""
+        run = self.get_run(run_id)
+        if run.status == "running" and pid_alive(run.pid):
+            raise UserError(f"Run {run_id} is still running; stop it before deleting it.")
+
+        def delete(c):
+            row = c.execute("SELECT status, pid FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return
+            if row[0] == "queued" and row[1] is not None and pid_alive(row[1]):
+                raise UserError(f"Run {run_id} is starting; stop it before deleting it.")
+            c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM samples WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        self._write(delete)
+        d = self.run_dir(run_id)
+        if d.resolve().parent == self.runs_dir.resolve() and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+
+    def mark_interrupted_orphans(self, skip_pids: Iterable[int] = ()) -> list[str]:
+        """Runs marked running whose process is gone become 'interrupted' (metrics kept);
+        queued runs claimed by a process that died go back to the queue. ``skip_pids``:
+        processes the caller watches itself (and will report on more precisely)."""
+        skip = set(skip_pids)
+        running = [(r, p) for r, p in self._read(
+            "SELECT id, pid FROM runs WHERE status = 'running'") if p not in skip]
+        claimed = [(r, p) for r, p in self._read(
+            "SELECT id, pid FROM runs WHERE status = 'queued' AND pid IS NOT NULL")
+            if p not in skip]
+        dead = [rid for rid, pid in running if not pid_alive(pid)]
+        released = [(rid, pid) for rid, pid in claimed if not pid_alive(pid)]
+        if not dead and not released:
+            return []
+        now = time.time()
+
+        def mark(c):
+            marked = []
+            for rid in dead:
+                cur = c.execute("UPDATE runs SET status = 'interrupted', finished = ?, "
+                                "error = ? WHERE id = ? AND status = 'running' AND pid IS ?",
+                                (now, ORPHAN_MESSAGE, rid, dict(running)[rid]))
+                if cur.rowcount:
+                    marked.append(rid)
+            for rid, pid in released:
+                c.execute("UPDATE runs SET pid = NULL WHERE id = ? AND status = 'queued' "
+                          "AND pid = ?", (rid, pid))
+            return marked
+        return self._write(mark)
+
+    # -- metrics and samples --
+
+    def metrics(self, run_id: str, since_step: int | None = None) -> list[dict]:
+        """A run's metric rows in step order (``extra`` parsed)."""
+        sql = ("SELECT step, " + ", ".join(METRIC_COLUMNS[1:]) + ", extra FROM metrics "
+               "WHERE run_id = ?")
+        args: tuple = (check_run_id(run_id),)
+        if since_step is not None:
+            sql += " AND step > ?"
+            args += (int(since_step),)
+        out = []
+        for row in self._read(sql + " ORDER BY step", args):
+            d = dict(zip(METRIC_COLUMNS + ("extra",), row))
+            d["extra"] = None if d["extra"] is None else json.loads(d["extra"])
+            out.append(d)
+        return out
+
+    def samples(self, run_id: str) -> list[dict]:
+        rows = self._read("SELECT step, text FROM samples WHERE run_id = ? ORDER BY step",
+                          (check_run_id(run_id),))
+        return [{"step": s, "text": t} for s, t in rows]
+
+    def metrics_frame(self, run_ids: Iterable[str]):
+        """Metrics of several runs as one pandas DataFrame (run_id, step, ...)."""
+        import pandas as pd
+        ids = [check_run_id(r) for r in ([run_ids] if isinstance(run_ids, str) else run_ids)]
+        cols = ["run_id", *METRIC_COLUMNS, "extra"]
+        if not ids:
+            return pd.DataFrame(columns=cols)
+        rows = self._read(
+            "SELECT run_id, " + ", ".join(METRIC_COLUMNS) + ", extra FROM metrics WHERE "
+            f"run_id IN ({', '.join('?' * len(ids))}) ORDER BY run_id, step", tuple(ids))
+        df = pd.DataFrame(rows, columns=cols)
+        for c in METRIC_COLUMNS[1:]:  # all-None columns would otherwise be 'object'
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        df["extra"] = [None if e is None else json.loads(e) for e in df["extra"]]
+        return df
+
+    # -- export --
+
+    def export(self, run_ids: Iterable[str], fmt: str = "csv") -> str:
+        """Runs as text: ``csv`` is one row per metric with the run's name, group and
+        config flattened in; ``json`` is a list of runs with metrics and samples."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        runs = [self.get_run(r) for r in ids]
+        if fmt == "json":
+            out = []
+            for run in runs:
+                d = run.to_dict()
+                d["metrics"] = self.metrics(run.id)
+                d["samples"] = self.samples(run.id)
+                out.append(d)
+            return json.dumps(out, indent=1, default=_json_default)
+        if fmt != "csv":
+            raise UserError(f"Cannot export as {fmt!r}; choose csv or json.")
+        model_keys = sorted({k for r in runs for k in r.model_config})
+        train_keys = sorted({k for r in runs for k in r.train_config})
+        header = (["run_id", "name", "group", "status", "seed", "device"]
+                  + [f"model.{k}" for k in model_keys] + [f"train.{k}" for k in train_keys]
+                  + list(METRIC_COLUMNS))
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        for run in runs:
+            fixed = ([run.id, run.name, run.group or "", run.status, run.seed, run.device]
+                     + [run.model_config.get(k, "") for k in model_keys]
+                     + [run.train_config.get(k, "") for k in train_keys])
+            for m in self.metrics(run.id):
+                w.writerow(fixed + ["" if m[k] is None else m[k] for k in METRIC_COLUMNS])
+        return buf.getvalue()
+
+    # -- helpers --
+
+    def _relative(self, p: Any) -> str:
+        p = Path(p)
+        try:
+            return p.absolute().relative_to(self.runs_dir).as_posix()
+        except ValueError:
+            return str(p)
+
+
+def _default_name(model: dict) -> str:
+    parts = [model.get("norm", "?"), model.get("pos", "?"), model.get("ffn", "?")]
+    if model.get("attention") is False:
+        parts = [model.get("norm", "?"), "no-attention", model.get("ffn", "?")]
+    return (f"{'/'.join(str(p) for p in parts)} "
+            f"L{model.get('n_layers', '?')} d{model.get('d_model', '?')}")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
