@@ -21,6 +21,7 @@ PAGES = [
     ("pages/generate.py", "Generate", ":material/edit_note:"),
     ("pages/ablate.py", "Ablations", ":material/science:"),
     ("pages/ladder.py", "The ladder", ":material/stairs:"),
+    ("pages/pitfalls.py", "Pitfalls", ":material/bug_report:"),
 ]
 
 

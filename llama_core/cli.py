@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .runs_cli import add_run_commands
     add_run_commands(sub)
+    from .classset import add_classset_command; add_classset_command(sub)  # noqa: E702
     return parser
 
 

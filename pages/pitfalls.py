@@ -1,0 +1,334 @@
+"""Pitfalls: the classic bugs of "Llama from scratch" code, switched on on purpose.
+
+Every pitfall is labelled as a bug. Its toggle builds a small fresh model with the bug
+on or off and runs its probe from llama_core.inspect.PROBES, so the signature appears
+and disappears at once; a training comparison (bug against the correct model, same
+seed) comes from the class set, or from live runs trained here, whose checkpoints are
+probed too. The chosen pitfall is in the URL (?bug=...), the live group too
+(?pitgroup=...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import plotly.express as px
+import streamlit as st
+
+from llama_core import classset
+from llama_core import inspect as lc_inspect
+from llama_core.ablation import BASELINE, new_group_id, summarize
+from llama_core.config import ModelConfig, build_configs
+from llama_core.data import SHAKESPEARE_CHARS, CharTokenizer
+from llama_core.errors import UserError
+from llama_core.model import Llama
+from llama_core.runs import ACTIVE
+from ui import ablation_charts as ac
+from ui import state
+
+POLL_S = 1.0
+GROUP_PREFIX = "pf-"
+PROMPT = "To be, or not to"  # 16 characters: fills the probe model's context
+
+# Every pitfall: the bug's changes, the correct model's, the probe that shows it, the
+# class-set labels of the comparison (bug, correct, extra lines) and what to look for.
+PITFALLS = {
+    "norm_over_sequence": dict(
+        title="RMSNorm over the whole sequence",
+        bug={"bug": "norm_over_sequence"}, correct={}, probe="future_leak",
+        labels=("bug=norm_over_sequence", BASELINE, ()),
+        what="RMSNorm divides by one root-mean-square computed over the whole (sequence, "
+             "width) block instead of each token's own vector. Every position's scale then "
+             "depends on the tokens after it: the future leaks into the past.",
+        signature="Changing a later token changes earlier logits; the validation loss is "
+                  "too good, and gets more so with training as the model learns to read "
+                  "the leak."),
+    "causal_off": dict(
+        title="Causal mask forgotten",
+        bug={"causal": False}, correct={}, probe="future_leak",
+        labels=("causal=false", BASELINE, ()),
+        what="Without the causal mask, position m attends to every position, including "
+             "m + 1: the character it is asked to predict.",
+        signature="Training loss falls towards 0 fast, validation too (it is scored with "
+                  "the answer in view), and the samples are garbage: generating one "
+                  "character at a time, there is no future to copy."),
+    "mask_ones": dict(
+        title="Mask drawn with ones instead of −inf",
+        bug={"bug": "mask_ones"}, correct={}, probe="mask_ones",
+        labels=("bug=mask_ones", BASELINE, ()),
+        what="The causal mask is added as +1 on future positions instead of −inf, so the "
+             "softmax still gives them weight. In the write-ups this was a picture bug; "
+             "here it is wired into the model itself, so it also leaks in training.",
+        signature="'Masked' positions still get weight in the attention picture (above the "
+                  "diagonal); here the future-leak probe fires too and the loss collapses "
+                  "like a missing mask."),
+    "dropout_at_eval": dict(
+        title="Dropout left on at evaluation",
+        bug={"dropout": 0.1, "bug": "dropout_at_eval"}, correct={"dropout": 0.1},
+        probe="dropout_at_eval",
+        labels=("dropout=0.1 bug=dropout_at_eval", "dropout=0.1", ()),
+        what="Dropout should only be active while training. Left on at evaluation and "
+             "generation, it randomly zeroes activations when the model is scored and "
+             "when it writes.",
+        signature="Validation loss is noisier and a little worse (with dropout 0.1 on a "
+                  "model this small, often within seed noise); the sure sign is "
+                  "generation that varies with no sampling (temperature 0)."),
+    "rope_off_by_one": dict(
+        title="RoPE frequencies off by one",
+        bug={"bug": "rope_off_by_one"}, correct={}, probe="rope_off_by_one",
+        labels=("bug=rope_off_by_one", BASELINE, ()),
+        what="The rotary frequencies use i − 1 where the formula says i, so pair 0 turns "
+             "by theta^(2/head_dim) radians per position: more than 1.",
+        signature="A frequency above 1 rad per position appears; the loss changes little "
+                  "(the model adapts to the frequencies it is given)."),
+    "rope_unrotated": dict(
+        title="RoPE computed but not applied",
+        bug={"bug": "rope_unrotated"}, correct={}, probe="rope_unrotated",
+        labels=("bug=rope_unrotated", BASELINE, ("pos=none",)),
+        what="The rotary tables are computed, but the unrotated queries and keys are "
+             "passed on: the code looks like RoPE and does nothing.",
+        signature="It learns like no positional encoding at all: its curve lies on "
+                  "pos=none's, not the correct model's."),
+}
+
+
+# --- Probes on small fresh models ---------------------------------------------------
+
+@st.cache_resource(show_spinner=False)
+def tokenizer() -> CharTokenizer:
+    return CharTokenizer.from_text("".join(sorted(SHAKESPEARE_CHARS)))
+
+
+def probe_config(changes: dict) -> ModelConfig:
+    """A small Llama (2 layers, 64 wide, 4 heads, context 16) with ``changes``."""
+    return ModelConfig(vocab_size=tokenizer().vocab_size, context_window=16, d_model=64,
+                       n_layers=2, n_heads=4, **changes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def fresh_model(changes_json: str) -> Llama:
+    """Built with seed 0 and never trained: instant, and a probe does not need more."""
+    return Llama(probe_config(json.loads(changes_json)), seed=0).eval()
+
+
+def model_with(changes: dict) -> Llama:
+    return fresh_model(json.dumps(changes, sort_keys=True))
+
+
+def show_probe(result: dict, name: str, where: str) -> None:
+    value = result["value"]
+    shown = "—" if value != value else f"{value:.3g}"
+    if not result["applicable"]:
+        st.info(f"**{name}** does not apply to {where}: {result['explanation']}")
+    elif result["fired"]:
+        st.error(f"**Probe `{name}` FIRED** on {where} (value {shown}). "
+                 f"{result['explanation']}", icon=":material/bug_report:")
+    else:
+        st.success(f"**Probe `{name}` silent** on {where} (value {shown}). "
+                   f"{result['explanation']}", icon=":material/check_circle:")
+
+
+def signature_extra(key: str, on: bool) -> None:
+    """The picture that goes with some probes."""
+    p = PITFALLS[key]
+    if key == "mask_ones":
+        model = model_with(p["bug"] if on else p["correct"])
+        maps = lc_inspect.attention_maps(model, tokenizer(), PROMPT)
+        a = maps[0][0]
+        fig = px.imshow(a, color_continuous_scale="Blues", zmin=0, zmax=float(a.max()),
+                        labels=dict(x="key position", y="query position", color="weight"))
+        fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
+                          title=f"layer 0, head 0 ({'bug on' if on else 'correct'}): "
+                                f"{lc_inspect.future_attention_mass(maps).max():.1%} "
+                                "of attention above the diagonal")
+        ac.show_chart(fig, key="pf_attention", filename=f"attention-{key}-{on}")
+    elif key == "rope_off_by_one":
+        cfg = probe_config(p["bug"] if on else p["correct"])
+        table = lc_inspect.rope_frequency_table(cfg.head_dim, cfg.rope_theta,
+                                                off_by_one=on).head(4)
+        st.dataframe(table.rename(columns={"freq_rad_per_pos": "radians per position",
+                                           "wavelength_positions": "wavelength (positions)"}),
+                     hide_index=True, key="pf_freqs", column_config={
+                         "radians per position": st.column_config.NumberColumn(format="%.4f"),
+                         "wavelength (positions)": st.column_config.NumberColumn(
+                             format="%.2f")})
+        st.caption(f"Head size {cfg.head_dim}: pair 0 should turn exactly 1 rad per position "
+                   "(theta^0) and every other pair slower.")
+    elif key == "dropout_at_eval":
+        from llama_core.train import generate_text
+        model = model_with(p["bug"] if on else p["correct"])
+        texts = [generate_text(model, tokenizer(), "\n", 40, temperature=0.0, seed=s)
+                 for s in (0, 1)]
+        st.markdown("Two greedy generations (temperature 0, no sampling) from the same "
+                    "model and prompt:")
+        st.code("\n".join(repr(t) for t in texts), language=None)
+        st.caption("identical: dropout is off at generation" if texts[0] == texts[1] else
+                   "different: dropout is still active at generation")
+
+
+# --- Training comparisons -----------------------------------------------------------
+
+def comparison_runs(src, group: str, key: str, seed: int | None = None) -> list:
+    bug, correct, extra = PITFALLS[key]["labels"]
+    wanted = (bug, correct, *extra)
+    runs = [r for r in src.list_runs(group=group, oldest_first=True) if r.name in wanted
+            and (seed is None or r.seed == seed)]
+    return runs
+
+
+def as_paired(runs: list, key: str) -> list:
+    """Runs renamed so the correct model reads as the baseline and the bug first."""
+    bug, correct, _ = PITFALLS[key]["labels"]
+    names = {correct: f"correct ({correct})" if correct != BASELINE else BASELINE,
+             bug: f"BUG: {bug}"}
+    out = [dataclasses.replace(r, name=BASELINE if r.name == correct else
+                               names.get(r.name, r.name)) for r in runs]
+    return out
+
+
+def comparison(src, group: str, key: str, where: str, was_active: bool = False) -> None:
+    runs = comparison_runs(src, group, key)
+    if was_active and not any(r.status in ACTIVE for r in runs):
+        st.rerun()
+    if not runs:
+        st.info(f"No {where} runs for this pitfall yet.")
+        return
+    paired = as_paired(runs, key)
+    curves = ac.seed_curves(paired, src.metrics_frame([r.id for r in runs]))
+    styles = {n: {"dash": "dash"} for n in curves["variant"].unique()
+              if n.startswith("BUG")}
+    styles[BASELINE] = {"name": "correct model"}
+    left, right = st.columns(2)
+    for col, metric in ((left, "train_loss"), (right, "val_loss")):
+        with col:
+            bands = ac.seed_bands(curves, "step", metric)
+            ac.show_chart(ac.band_figure(bands, "step", metric, styles=styles, height=380,
+                                         empty_text="The first evaluations appear soon."),
+                          key=f"pf_{where}_{metric}", filename=f"pitfall-{key}-{metric}")
+    rows = summarize(paired)
+    if rows:
+        table = ac.summary_frame(rows, paired).drop(columns=["Δ parameters",
+                                                             "tokens/s"])
+        table["variant"] = table["variant"].replace({BASELINE: "correct model"})
+        st.table(ac.summary_display(table))
+    samples = st.columns(len({r.name for r in paired}))
+    shown = {}
+    for r, p in zip(runs, paired):
+        if p.name not in shown:
+            shown[p.name] = r
+    for col, (name, r) in zip(samples, shown.items()):
+        s = src.samples(r.id)
+        with col:
+            st.markdown(f"**{'correct model' if name == BASELINE else name}**, seed "
+                        f"{r.seed}, last sample")
+            st.code(s[-1]["text"] if s else "(no sample yet)", language=None,
+                    wrap_lines=True)
+
+
+def train_live(key: str) -> None:
+    """Button callback: queue the bug and the correct model (same seed) in the live
+    group, with the class set's pitfall settings."""
+    ss = st.session_state
+    p = PITFALLS[key]
+    bug, correct, extra = p["labels"]
+    group = st.query_params.get("pitgroup") or new_group_id().replace("sw-", GROUP_PREFIX)
+    seed = int(ss.get("pf_seed", 0))
+    base = {**classset.PITFALL_BASE, "seed": seed}
+    existing = {(r.name, r.seed) for r in state.store().list_runs(group=group)}
+    manager = state.job_manager()
+    try:
+        for label, changes in ((correct, p["correct"]), (bug, p["bug"]),
+                               *((e, {"pos": "none"}) for e in extra)):
+            if (label, seed) in existing:
+                continue
+            model, train = build_configs(classset.ABLATION_PRESET, {**base, **changes})
+            manager.submit(model, train, name=label, group=group, owner=state.owner_id())
+    except UserError as e:
+        ss["pf_error"] = str(e)
+        return
+    ss.pop("pf_error", None)
+    st.query_params["pitgroup"] = group
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def trained_model(path: str, mtime: float):
+    from llama_core.train import load_checkpoint
+    model, _, _ = load_checkpoint(path)
+    return model
+
+
+def probe_trained(runs: list, key: str) -> None:
+    """The probe on each finished live run that kept a checkpoint."""
+    store = state.store()
+    probe = PITFALLS[key]["probe"]
+    for r in runs:
+        if r.status not in ("finished", "stopped"):
+            continue
+        path = store.checkpoint_path(r.id)
+        if path is None or not path.is_file():
+            continue
+        model = trained_model(str(path), path.stat().st_mtime)
+        show_probe(lc_inspect.PROBES[probe](model), probe,
+                   f"the trained run {r.id} ({r.name}, seed {r.seed})")
+
+
+# --- The page -----------------------------------------------------------------------
+
+st.title("Pitfalls: classic bugs, switched on on purpose")
+st.error("**Everything switched on on this page is a BUG.** Each one appears in real "
+         "'Llama from scratch' code. Llama Lab builds them on purpose so you can see "
+         "their signature; the rest of the dashboard uses the correct code.",
+         icon=":material/bug_report:")
+
+key = st.segmented_control("Which bug", list(PITFALLS), key="bug", bind="query-params",
+                           default="norm_over_sequence", required=True,
+                           format_func=lambda k: PITFALLS[k]["title"])
+key = key or "norm_over_sequence"
+p = PITFALLS[key]
+
+with st.container(border=True):
+    st.subheader(f":material/bug_report: BUG: {p['title']}")
+    st.markdown(f"{p['what']}\n\n**Signature:** {p['signature']}")
+    on = st.toggle("Bug switched ON", value=True, key=f"pf_on_{key}",
+                   help="Off: the correct model. The probe runs on a small freshly built "
+                        "model (2 layers, 64 wide, context 16) either way.")
+    model = model_with(p["bug"] if on else p["correct"])
+    probe = p["probe"]
+    show_probe(lc_inspect.PROBES[probe](model), probe,
+               "a fresh model with the bug ON" if on else "a fresh correct model")
+    if key == "mask_ones":  # its bug also leaks: show the leak probe as well
+        show_probe(lc_inspect.PROBES["future_leak"](model), "future_leak",
+                   "the same model")
+    signature_extra(key, on)
+
+st.subheader("Trained: the bug against the correct model, same seed")
+cs = classset.load()
+if "classset-pitfalls" in cs.groups():
+    st.caption(f"Class set ({classset.SECTIONS['pitfalls'].description}) Mean of the "
+               "seeds with a 95% band; dashed: the bug.")
+    comparison(cs, "classset-pitfalls", key, "classset")
+else:
+    st.info(f"The class set is missing; regenerate it with `{classset.COMMAND}`.")
+
+st.subheader("Train it yourself")
+a, b = st.columns([1, 3])
+a.number_input("Seed", min_value=0, max_value=10_000, key="pf_seed")
+b.button("Train the bug and the correct model live", key="pf_train", type="primary",
+         icon=":material/play_arrow:", on_click=train_live, args=(key,),
+         help="Queues both with the class set's settings ('tiny' with context 8, 600 "
+              "steps) and the same seed; their checkpoints are probed when they finish.")
+if st.session_state.get("pf_error"):
+    st.error(st.session_state["pf_error"])
+group = st.query_params.get("pitgroup")
+if group:
+    store = state.store()
+    live = comparison_runs(store, group, key)
+    active = any(r.status in ACTIVE for r in live)
+
+    def live_part(was_active: bool) -> None:
+        comparison(store, group, key, "live", was_active)
+
+    st.fragment(run_every=POLL_S if active else None)(live_part)(active)
+    probe_trained(live, key)
