@@ -301,9 +301,19 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-# Connections inherited through fork() are never used or closed in the child: closing
-# one would drop locks that belong to the parent's connection on the same file.
+# A connection inherited through fork() must never be used or closed in the child
+# (SQLite's rule: closing it could checkpoint or unlink the WAL under the parent). The
+# child keeps it referenced and pinned, so not even interpreter exit frees it.
 _inherited_connections: list[sqlite3.Connection] = []
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    _inherited_connections.append(conn)
+    try:
+        import ctypes
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except Exception:
+        pass
 
 
 # --- The store --------------------------------------------------------------------
@@ -342,15 +352,13 @@ class RunStore:
         if not p.is_file():
             raise StoreError(f"{p} is not a file; pass a path for the run database "
                              f"(for example runs/{DB_NAME}).")
-        size = p.stat().st_size
-        if size == 0:
+        if p.stat().st_size == 0:
             return  # an empty file is an empty SQLite database
-        with open(p, "rb") as f:
-            header = f.read(16)
+        # Only SQLite itself may open the file: closing a descriptor we opened would
+        # silently drop the POSIX locks of this process's live connections to it (the
+        # classic way to corrupt a SQLite database). A non-database fails the query.
         not_sqlite = StoreError(f"{p} is not a Llama Lab run database (it is not SQLite); "
                                 "pass another --db path or move that file away.")
-        if header != b"SQLite format 3\x00":
-            raise not_sqlite
         try:
             ro = sqlite3.connect(p.as_uri() + "?mode=ro", uri=True, timeout=CONNECT_TIMEOUT_S)
         except sqlite3.Error as e:
@@ -377,7 +385,7 @@ class RunStore:
         if conn is not None and local.pid == os.getpid():
             return conn
         if conn is not None:  # we are a forked child: leave the parent's connection be
-            _inherited_connections.append(conn)
+            _abandon(conn)
             local.conn = None
         with self._check_lock:
             first = self._checked_pid != os.getpid()

@@ -337,3 +337,22 @@ def test_export_csv_and_json(store):
         store.export([a], "xml")
     with pytest.raises(RunNotFound):
         store.export(["r00000000"], "csv")
+
+
+def test_opening_again_keeps_live_connections_safe(store):
+    """Regression: checking a file by reading it with open()/close() dropped this
+    process's SQLite locks, so another process closing its connection deleted the WAL
+    under us ("disk I/O error", then "database disk image is malformed")."""
+    rid = store.create_run(MODEL, TRAIN)
+    for step in range(20):
+        store.add_metric(rid, {"step": step})
+    RunStore(store.path)  # a second store on the same file, as the job manager opens
+    other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+             "c.execute(\"UPDATE runs SET name = 'renamed'\"); c.commit(); c.close()")
+    subprocess.run([sys.executable, "-c", other, str(store.path)], check=True)
+    for step in range(20, 40):
+        store.add_metric(rid, {"step": step})
+    assert len(store.metrics(rid)) == 40 and store.get_run(rid).name == "renamed"
+    raw = sqlite3.connect(store.path)
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    raw.close()

@@ -1,0 +1,763 @@
+"""Background training jobs: a bounded number of runs at once, each in its own process.
+
+Why processes: training must never run in the dashboard's script thread, a crash or a
+``kill -9`` must cost one run and nothing else, and CUDA must never be initialised in a
+process that later forks. So every run executes in a fresh OS process started with
+``start_new_session=True`` (its own process group, which a stop can signal as a whole,
+and which outlives the dashboard: a server restart does not kill a run that is halfway).
+
+The store is the queue. ``submit`` only writes a queued run to the SQLite store;
+``RunStore.claim_next`` hands the oldest queued run to a process inside one
+``BEGIN IMMEDIATE`` transaction, and only while fewer than ``max_concurrent`` runs hold
+a slot. Because the count and the queue live in the database, the limit holds across
+several managers (a second dashboard, a code reload) and the queue survives a restart.
+
+Fast start: importing torch and llama_core takes 1-2 s on two cores, and building the
+first torch optimizer imports ``torch._dynamo`` (another ~1.5 CPU-s), longer than the
+whole of a tiny run. The manager therefore keeps *warm workers*: processes started
+ahead of time (``python -c "...worker_main()" --db PATH``) that import torch and
+llama_core, load the default corpus, train a throw-away two-step model on the CPU (so
+autograd, AdamW and generation are warm), say ``ready`` on a pipe and block reading one
+line, ``<run id> <gpu|->``, from stdin. A worker executes exactly one run and exits, so
+runs never share a process (no leaked state, memory returned, a kill hits one run), and
+the manager starts a replacement at once. CUDA is never touched during warm-up, so the
+GPU a worker should use can still be chosen when the run is handed over. If workers keep
+dying before they are ready, or ``warm=False``, the manager falls back to the plain
+``python -m llama_core train --run-id ID --db PATH`` subprocess.
+
+Each job gets ``threads = max(1, cores // max_concurrent)`` (``LLAMA_LAB_THREADS`` and
+``OMP_NUM_THREADS``), so parallel runs do not oversubscribe the cores; on a machine with
+CUDA the default is one run per GPU.
+
+A daemon thread polls every ``poll_interval`` seconds (and at once on ``submit``): it
+reaps finished processes, records a run whose process died without reporting as failed
+or interrupted (metrics kept) in a sentence a student can act on, starts queued runs
+when slots free, escalates stops (``stop_requested`` in the store, which the trainer
+checks every step and then saves; after ``stop_grace_s`` SIGTERM; after ``kill_grace_s``
+more SIGKILL) and sweeps orphans: runs marked running whose process no longer exists.
+
+``execute_run`` is the body of one job, shared by warm workers and the command line's
+``train --run-id``: it loads the configs from the store, trains with metrics flushed to
+the store at every evaluation, and records how it ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import (ModelConfig, TrainConfig, model_from_dict, train_from_dict,
+                     validate_model, validate_train)
+from .errors import UserError
+from .runs import REPO_ROOT, RunNotFound, RunStore, StoreError, check_run_id, pid_alive
+
+log = logging.getLogger("llama_core.jobs")
+
+ENV_THREADS = "LLAMA_LAB_THREADS"
+OOM_MESSAGE = "The run ran out of GPU memory; use a smaller batch_size, context_window or d_model."
+CPU_OOM_MESSAGE = ("The run ran out of memory; use a smaller batch_size, context_window "
+                   "or d_model.")
+PROCESS_LOG = "process.log"
+ERROR_LOG = "error.log"
+WORKER_LOG = "workers.log"
+
+_WORKER_BOOT = ("import sys; from llama_core.jobs import worker_main; "
+                "sys.exit(worker_main(sys.argv[1:]))")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def gpu_count() -> int:
+    """CUDA GPUs this process may use (0 without a CUDA build of torch)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    try:
+        import torch
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
+def default_max_concurrent() -> int:
+    """One run per GPU with CUDA; otherwise half the cores, so each run gets two."""
+    gpus = gpu_count()
+    return gpus if gpus else max(1, available_cores() // 2)
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()  # a job is one process, never a torchrun rank
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")}
+    env[ENV_THREADS] = str(threads)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _signal_name(rc: int) -> str:
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
+# --- One job ------------------------------------------------------------------------
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind the trainer (not an Exception, so nothing swallows it)."""
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _is_cuda_oom(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(e, oom_type):
+        return True
+    return isinstance(e, RuntimeError) and "CUDA out of memory" in str(e)
+
+
+def _is_cpu_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(e))
+
+
+def execute_run(store_path: str | os.PathLike | None, run_id: str,
+                progress: bool = False) -> int:
+    """Train the queued run ``run_id`` of the store at ``store_path`` in this process.
+
+    Returns the exit code: 0 when the run ended as a run should (finished, stopped,
+    diverged), 1 when training crashed, 2 for a user's mistake (bad id, bad config, a
+    run that is not queued). Every outcome is recorded in the store; a user's mistake is
+    printed as one line on stderr.
+    """
+    try:
+        store = RunStore(store_path)
+        run = store.get_run(check_run_id(run_id))
+    except UserError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if run.status != "queued":
+        print(f"Run {run_id} is {run.status}, not queued; start a new run to train again.",
+              file=sys.stderr)
+        return 2
+
+    def fail(message: str, code: int) -> int:
+        store.finish_run(run_id, "failed", None, message)
+        print(message, file=sys.stderr)
+        return code
+
+    try:
+        model_cfg = model_from_dict(run.model_config)
+        train_cfg = train_from_dict(run.train_config)
+    except UserError as e:
+        return fail(str(e), 2)
+    except TypeError as e:
+        return fail(f"The stored config of run {run_id} is damaged ({e}); start a new run.", 2)
+    threads = os.environ.get(ENV_THREADS)
+    if train_cfg.threads is None and threads and threads.isdigit() and int(threads) > 0:
+        train_cfg = dataclasses.replace(train_cfg, threads=int(threads))
+
+    run_dir = store.run_dir(run_id, create=True)
+    terminated = threading.Event()
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):
+            terminated.set()
+            raise _Terminated()
+        old_handler = signal.signal(signal.SIGTERM, on_term)
+    try:
+        try:
+            import torch
+
+            from .train import resolve_device, train
+            device = resolve_device(train_cfg.device)
+        except UserError as e:
+            return fail(str(e), 2)
+        if not store.mark_running(run_id, os.getpid(), str(device), torch.__version__):
+            print(f"Run {run_id} was started or stopped elsewhere; nothing to do.",
+                  file=sys.stderr)
+            return 0
+
+        last_check = [0.0, False]
+
+        def should_stop() -> bool:
+            now = time.monotonic()
+            if now - last_check[0] >= 0.5:  # a read costs ~50 us; twice a second is plenty
+                last_check[0] = now
+                last_check[1] = store.stop_requested(run_id)
+            return last_check[1]
+
+        try:
+            result = train(model_cfg, train_cfg, on_eval=lambda r: store.add_metric(run_id, r),
+                           should_stop=should_stop,
+                           checkpoint_path=run_dir / "model.safetensors", progress=progress)
+        except UserError as e:
+            return fail(str(e), 2)
+        except _Terminated:
+            stopped = store.stop_requested(run_id)
+            store.finish_run(run_id, "stopped" if stopped else "interrupted", None,
+                             "It was stopped by force because it did not stop on its own; "
+                             "the metrics up to then are kept." if stopped else
+                             "Its training process was terminated (SIGTERM) before it "
+                             "finished; the metrics up to then are kept.")
+            return 0 if stopped else 1
+        except KeyboardInterrupt:
+            store.finish_run(run_id, "interrupted", None,
+                             "It was interrupted (Ctrl+C) before it finished; the metrics up "
+                             "to then are kept.")
+            return 130
+        except Exception as e:
+            _write_traceback(run_dir, e)
+            if _is_cuda_oom(e):
+                return fail(OOM_MESSAGE, 1)
+            if _is_cpu_oom(e):
+                return fail(CPU_OOM_MESSAGE, 1)
+            return fail(f"Training crashed ({_short(e)}); the full traceback is in "
+                        f"{run_dir / ERROR_LOG}.", 1)
+        result_dict = result.to_json() if hasattr(result, "to_json") else dataclasses.asdict(result)
+        store.finish_run(run_id, result.status, result_dict, result.error)
+        if result.error:
+            print(result.error, file=sys.stderr)
+        return 0
+    except _Terminated:  # SIGTERM before training began
+        store.finish_run(run_id, "interrupted", None,
+                         "Its training process was terminated (SIGTERM) before training "
+                         "began.")
+        return 1
+    except Exception as e:  # importing or setting up failed: a bug, not the user's
+        _write_traceback(run_dir, e)
+        return fail(f"Training could not start ({_short(e)}); the full traceback is in "
+                    f"{run_dir / ERROR_LOG}.", 1)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+
+
+def _write_traceback(run_dir: Path, e: BaseException) -> None:
+    try:
+        with open(run_dir / ERROR_LOG, "a", encoding="utf-8") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
+            f.write("".join(traceback.format_exception(e)))
+    except OSError:
+        pass
+
+
+# --- The warm worker ----------------------------------------------------------------
+
+def _warm_up() -> None:
+    """Pay every first-call cost (imports, corpus, autograd, AdamW, generation) now."""
+    threads = os.environ.get(ENV_THREADS)
+    import torch
+    if threads and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    from . import train as train_module
+    from .data import load_corpus
+    try:
+        corpus = load_corpus(TrainConfig().corpus)
+        train_module.train(
+            ModelConfig(context_window=8, d_model=16, n_layers=1, n_heads=2),
+            TrainConfig(steps=2, eval_interval=1, eval_batches=1, batch_size=2,
+                        sample_chars=2, warmup_steps=0, device="cpu"), corpus)
+    except Exception as e:  # a worker that is only half warm is still useful
+        print(f"warm-up skipped: {_short(e)}", file=sys.stderr)
+
+
+def worker_main(argv: list[str]) -> int:
+    """A warm worker: get ready, then execute the one run named on stdin and exit."""
+    db = argv[argv.index("--db") + 1] if "--db" in argv else None
+    ready = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints go to the log, never into the handshake pipe
+    _warm_up()
+    try:
+        ready.write("ready\n")
+        ready.flush()
+    except (BrokenPipeError, OSError):
+        pass  # the manager stopped listening; stdin says whether there is work
+    line = sys.stdin.readline().split()
+    try:
+        ready.close()
+    except OSError:
+        pass
+    if not line:
+        return 0  # the manager closed the pipe: no run for us
+    run_id, gpu = line[0], (line[1] if len(line) > 1 else "-")
+    if gpu != "-":
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # CUDA is untouched so far
+    try:
+        run_dir = RunStore(db).run_dir(run_id, create=True)
+        fd = os.open(run_dir / PROCESS_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    except (UserError, OSError) as e:
+        print(f"worker cannot open the run's log: {e}", file=sys.stderr)
+    return execute_run(db, run_id)
+
+
+# --- The manager --------------------------------------------------------------------
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen
+    spawned: float
+    ready: bool = False
+
+
+@dataclass
+class _Job:
+    run_id: str
+    proc: subprocess.Popen
+    kind: str  # "warm" | "cold"
+    started: float
+    gpu: int | None = None
+    stop_at: float | None = None  # SIGTERM the process group after this moment
+    kill_at: float | None = None  # then SIGKILL after this one
+    log: Any = field(default=None, repr=False)
+
+
+class JobManager:
+    """Runs queued runs in background processes, at most ``max_concurrent`` at once.
+
+    Thread-safe: the dashboard shares one instance across sessions.
+    """
+
+    def __init__(self, store_path: str | os.PathLike | None = None,
+                 max_concurrent: int | None = None, *, warm: bool = True,
+                 warm_spares: int | None = None, poll_interval: float = 0.25,
+                 stop_grace_s: float = 10.0, kill_grace_s: float = 5.0,
+                 orphan_sweep_s: float = 5.0):
+        self.store = RunStore(store_path)
+        self.store_path = self.store.path
+        gpus = gpu_count() if max_concurrent is None else 0
+        if max_concurrent is None:
+            max_concurrent = gpus or max(1, available_cores() // 2)
+        if not isinstance(max_concurrent, int) or max_concurrent < 1:
+            raise UserError(f"max_concurrent must be a whole number of at least 1, not "
+                            f"{max_concurrent!r}.")
+        self.max_concurrent = max_concurrent
+        self.threads = max(1, available_cores() // max_concurrent)
+        self._gpus = list(range(gpus)) if gpus > 1 else []
+        self.warm = warm
+        self.warm_spares = max_concurrent if warm_spares is None else max(0, warm_spares)
+        self.poll_interval = poll_interval
+        self.stop_grace_s = stop_grace_s
+        self.kill_grace_s = kill_grace_s
+        self.orphan_sweep_s = orphan_sweep_s
+        self._env = _child_env(self.threads)
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._jobs: dict[str, _Job] = {}
+        self._spares: list[_Worker] = []
+        self._foreign_stops: dict[str, tuple[int, float, float | None]] = {}
+        self._requeued: set[str] = set()
+        self._warm_failures = 0
+        self._last_sweep = 0.0
+        self.orphans_marked = self.store.mark_interrupted_orphans()
+        self._last_sweep = time.monotonic()
+        with self._lock:
+            self._tick()
+        self._thread = threading.Thread(target=self._loop, name="llama-lab-jobs",
+                                        daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return (f"JobManager({str(self.store_path)!r}, max_concurrent={self.max_concurrent}, "
+                f"threads={self.threads}, warm={self.warm})")
+
+    # -- public API --
+
+    def submit(self, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict,
+               name: str | None = None, group: str | None = None,
+               owner: str | None = None) -> str:
+        """Queue a run and start it at once if a slot is free; return its id."""
+        model = (model_from_dict(model_cfg) if isinstance(model_cfg, dict)
+                 else validate_model(model_cfg))
+        train = (train_from_dict(train_cfg) if isinstance(train_cfg, dict)
+                 else validate_train(train_cfg))
+        if self._closing:
+            raise RuntimeError("this JobManager has been shut down")
+        run_id = self.store.create_run(model, train, name=name, group=group, owner=owner)
+        with self._lock:
+            self._start_queued()
+        self._wake.set()
+        return run_id
+
+    def stop(self, run_id: str) -> str:
+        """Ask a run to stop and return its status now. A queued run is stopped at once;
+        a running one saves a checkpoint and stops within a step or so, and is
+        terminated if it has not stopped after ``stop_grace_s``."""
+        status = self.store.request_stop(check_run_id(run_id))
+        if status == "running":
+            now = time.monotonic()
+            with self._lock:
+                job = self._jobs.get(run_id)
+                if job is not None:
+                    if job.stop_at is None:
+                        job.stop_at = now + self.stop_grace_s
+                else:
+                    pid = self.store.get_run(run_id).pid
+                    if pid and run_id not in self._foreign_stops:
+                        self._foreign_stops[run_id] = (pid, now + self.stop_grace_s, None)
+        self._wake.set()
+        return status
+
+    def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.1) -> str:
+        """Block until the run is no longer queued or running; return its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.store.get_run(run_id).status
+            if status not in ("queued", "running"):
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} still {status} after {timeout} s")
+            time.sleep(poll)
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Block until the warm workers are ready (True), for benchmarks and tests."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                self._read_readiness()
+                target = self.warm_spares if self.warm else 0
+                if sum(w.ready for w in self._spares) >= target:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def active(self) -> list[str]:
+        """Ids of the runs whose processes this manager started and that still run."""
+        with self._lock:
+            return list(self._jobs)
+
+    def snapshot(self) -> dict:
+        """What the manager is doing, for a status line in the dashboard."""
+        with self._lock:
+            return {"max_concurrent": self.max_concurrent, "threads": self.threads,
+                    "warm": self.warm, "warm_ready": sum(w.ready for w in self._spares),
+                    "warm_spares": len(self._spares), "jobs": list(self._jobs),
+                    "queued": len(self.store.list_runs(status="queued"))}
+
+    def shutdown(self, stop_runs: bool = False, timeout: float = 30.0) -> None:
+        """Stop the poll thread and the idle workers. Runs keep going in their own
+        processes (they record their own end) unless ``stop_runs``."""
+        if stop_runs:
+            for run_id in self.active():
+                try:
+                    self.stop(run_id)
+                except UserError:
+                    pass
+            deadline = time.monotonic() + timeout
+            while self.active() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self._closing = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with self._lock:
+            for w in self._spares:
+                self._retire(w)
+            self._spares.clear()
+            for job in self._jobs.values():
+                for f in (job.proc.stdin, job.proc.stdout, job.log):
+                    try:
+                        if f is not None:
+                            f.close()
+                    except OSError:
+                        pass
+
+    def __enter__(self) -> "JobManager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # -- the loop --
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            if self._closing:
+                break
+            try:
+                with self._lock:
+                    self._tick()
+            except Exception:  # the loop must outlive any one bad moment
+                log.exception("job manager poll failed")
+                time.sleep(1.0)
+
+    def _tick(self) -> None:
+        """One round: reap, escalate stops, sweep orphans, start runs, refill spares."""
+        self._reap()
+        self._escalate()
+        now = time.monotonic()
+        if now - self._last_sweep >= self.orphan_sweep_s:
+            self._last_sweep = now
+            self.store.mark_interrupted_orphans(
+                skip_pids={j.proc.pid for j in self._jobs.values()}
+                | {w.proc.pid for w in self._spares} | {os.getpid()})
+        self._read_readiness()
+        self._start_queued()
+        self._refill_spares()
+
+    def _reap(self) -> None:
+        for run_id, job in list(self._jobs.items()):
+            rc = job.proc.poll()
+            if rc is None:
+                continue
+            del self._jobs[run_id]
+            for f in (job.proc.stdin, job.proc.stdout, job.log):
+                try:
+                    if f is not None:
+                        f.close()
+                except OSError:
+                    pass
+            self._record_exit(job, rc)
+        for w in list(self._spares):
+            if w.proc.poll() is not None:
+                self._spares.remove(w)
+                self._retire(w)
+                if not w.ready:
+                    self._warm_failed(f"a warm worker exited with code {w.proc.returncode} "
+                                      "while starting")
+
+    def _record_exit(self, job: _Job, rc: int) -> None:
+        """The process is gone: if it did not record how the run ended, say why."""
+        try:
+            run = self.store.get_run(job.run_id)
+        except RunNotFound:
+            return
+        if run.status not in ("queued", "running"):
+            return
+        if run.status == "queued":
+            if run.pid not in (job.proc.pid, os.getpid()):
+                return  # someone else holds it now
+            if job.kind == "warm" and job.run_id not in self._requeued:
+                # The worker died before it could start the run: not the run's fault.
+                self._requeued.add(job.run_id)
+                self.store.set_pid(job.run_id, None)
+                self._warm_failed(f"a warm worker exited with code {rc} before starting "
+                                  f"run {job.run_id}")
+                return
+        rel = f"{self.store.runs_dir / job.run_id / PROCESS_LOG}"
+        if run.stop_requested:
+            status, error = "stopped", ("It was stopped by force because it did not stop on "
+                                        "its own; the metrics up to then are kept.")
+        elif rc < 0:
+            hint = (" (often the machine running out of memory)"
+                    if -rc == signal.SIGKILL else "")
+            status, error = "interrupted", (
+                f"Its training process was killed by {_signal_name(rc)}{hint} before it "
+                "finished; the metrics up to then are kept.")
+        else:
+            status, error = "failed", (
+                f"Its training process exited (code {rc}) without recording a result; "
+                f"see {rel}.")
+        self.store.finish_run(job.run_id, status, None, error)
+
+    def _escalate(self) -> None:
+        now = time.monotonic()
+        for job in self._jobs.values():
+            if job.kill_at is not None and now >= job.kill_at:
+                self._signal_group(job.proc.pid, signal.SIGKILL)
+                job.kill_at = now + self.kill_grace_s
+            elif job.stop_at is not None and job.kill_at is None and now >= job.stop_at:
+                self._signal_group(job.proc.pid, signal.SIGTERM)
+                job.kill_at = now + self.kill_grace_s
+        for run_id, (pid, term_at, kill_at) in list(self._foreign_stops.items()):
+            try:
+                run = self.store.get_run(run_id)
+            except RunNotFound:
+                run = None
+            if run is None or run.status != "running" or run.pid != pid or not _is_ours(pid):
+                del self._foreign_stops[run_id]
+            elif kill_at is not None and now >= kill_at:
+                _kill(pid, signal.SIGKILL)
+                del self._foreign_stops[run_id]
+            elif kill_at is None and now >= term_at:
+                _kill(pid, signal.SIGTERM)
+                self._foreign_stops[run_id] = (pid, term_at, now + self.kill_grace_s)
+
+    @staticmethod
+    def _signal_group(pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)  # start_new_session made the job its own group leader
+        except (ProcessLookupError, PermissionError):
+            _kill(pid, sig)
+
+    def _free_gpu(self) -> int | None:
+        if not self._gpus:
+            return None
+        used = {j.gpu for j in self._jobs.values()}
+        return next((g for g in self._gpus if g not in used), -1)
+
+    def _start_queued(self) -> None:
+        while not self._closing:
+            gpu = self._free_gpu()
+            if gpu == -1:
+                return  # every GPU is busy with one of our runs
+            worker = self._take_spare()
+            pid = worker.proc.pid if worker else os.getpid()
+            run_id = self.store.claim_next(pid, self.max_concurrent)
+            if run_id is None:
+                if worker is not None:
+                    self._spares.insert(0, worker)
+                return
+            job = self._hand_to_worker(run_id, worker, gpu) if worker else None
+            if job is None:
+                job = self._start_cold(run_id, gpu)
+            if job is not None:
+                self._jobs[run_id] = job
+
+    def _take_spare(self) -> _Worker | None:
+        if not self.warm:
+            return None
+        while self._spares:
+            ready = [w for w in self._spares if w.ready]
+            w = ready[0] if ready else self._spares[0]  # oldest is nearest to ready
+            self._spares.remove(w)
+            if w.proc.poll() is None:
+                return w
+            self._retire(w)
+        return None
+
+    def _hand_to_worker(self, run_id: str, w: _Worker, gpu: int | None) -> _Job | None:
+        try:
+            w.proc.stdin.write(f"{run_id} {'-' if gpu is None else gpu}\n".encode())
+            w.proc.stdin.flush()
+            w.proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            self._retire(w)
+            return None  # fall through to a cold start; the claim is ours still
+        self.store.set_pid(run_id, w.proc.pid)
+        return _Job(run_id, w.proc, "warm", time.monotonic(), gpu)
+
+    def _start_cold(self, run_id: str, gpu: int | None) -> _Job | None:
+        env = dict(self._env)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        logf = None
+        try:
+            run_dir = self.store.run_dir(run_id, create=True)
+            logf = open(run_dir / PROCESS_LOG, "ab")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "llama_core", "train", "--run-id", run_id,
+                 "--db", str(self.store_path), "--json"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                start_new_session=True, close_fds=True)
+        except OSError as e:
+            if logf is not None:
+                logf.close()
+            self.store.finish_run(run_id, "failed", None,
+                                  f"Its training process could not be started ({e}); check "
+                                  "that the machine has free memory and processes.")
+            return None
+        self.store.set_pid(run_id, proc.pid)
+        return _Job(run_id, proc, "cold", time.monotonic(), gpu, log=logf)
+
+    # -- warm workers --
+
+    def _refill_spares(self) -> None:
+        if not self.warm or self._closing:
+            return
+        while len(self._spares) < self.warm_spares:
+            try:
+                self._spares.append(self._spawn_worker())
+            except OSError as e:
+                self._warm_failed(f"a warm worker could not be started ({e})")
+                return
+
+    def _spawn_worker(self) -> _Worker:
+        self.store.runs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.store.runs_dir / WORKER_LOG, "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_BOOT, "--db", str(self.store_path)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, env=self._env,
+                start_new_session=True, close_fds=True)
+        os.set_blocking(proc.stdout.fileno(), False)
+        return _Worker(proc, time.monotonic())
+
+    def _read_readiness(self) -> None:
+        for w in self._spares:
+            if w.ready:
+                continue
+            try:
+                data = os.read(w.proc.stdout.fileno(), 64)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except (OSError, ValueError):
+                continue
+            if b"ready" in data:
+                w.ready = True
+                self._warm_failures = 0
+
+    def _warm_failed(self, why: str) -> None:
+        self._warm_failures += 1
+        log.warning("%s (see %s)", why, self.store.runs_dir / WORKER_LOG)
+        if self._warm_failures >= 3 and self.warm:
+            log.warning("warm workers keep failing; starting runs as plain subprocesses")
+            self.warm = False
+            for w in self._spares:
+                self._retire(w)
+            self._spares.clear()
+
+    def _retire(self, w: _Worker) -> None:
+        """Let an idle worker go: closing its stdin tells it there is no run for it."""
+        for f in (w.proc.stdin, w.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+        if w.proc.poll() is None:
+            try:
+                w.proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                self._signal_group(w.proc.pid, signal.SIGKILL)
+                try:
+                    w.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+def _is_ours(pid: int) -> bool:
+    """Only signal a pid that is still a Llama Lab training process (pids get reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"llama_core" in f.read()
+    except OSError:
+        return pid_alive(pid)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+__all__ = ["JobManager", "execute_run", "worker_main", "default_max_concurrent",
+           "available_cores", "StoreError"]
