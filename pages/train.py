@@ -1,0 +1,463 @@
+"""Build & train: set every modification, see what it costs, launch, watch it learn.
+
+The controls fill from a preset and feed llama_core.config.build_configs; the numbers
+beside them (parameters, FLOPs, shapes) come from llama_core.inspect without training
+anything. Launch queues a run with the shared job manager; the run's id goes into the
+URL (?run=...), so a reload or a trip to another page never loses it, and the panel
+below polls the run store only while the run is active.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+import torch
+from streamlit.errors import StreamlitAPIException
+
+from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, PRESETS, ModelConfig,
+                               TrainConfig, build_configs)
+from llama_core.data import CharTokenizer, corpus_text, list_corpora
+from llama_core.errors import UserError
+from llama_core.runs import TERMINAL
+from ui import state
+from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure
+from ui.run_widgets import (config_dict, duration, live_progress, parameter_table,
+                            run_inside_dashboard, shapes_table, short_label, si)
+
+APP_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PRESET = "tiny"
+TIME_MODE_STEPS = 1_000_000  # the step cap when a run trains for a time budget
+POLL_S = 1.0
+
+NORM_LABELS = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm", "none": "none"}
+POS_LABELS = {"rope": "RoPE", "learned": "learned table", "none": "none"}
+FFN_LABELS = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}
+BUDGETS = {"steps": "a number of steps", "time": "a time budget"}
+
+# Control key -> config field, for every control a preset fills one to one.
+FIELDS = {
+    "tr_norm": "norm", "tr_pos": "pos", "tr_ffn": "ffn", "tr_causal": "causal",
+    "tr_attention": "attention", "tr_layers": "n_layers", "tr_heads": "n_heads",
+    "tr_width": "d_model", "tr_context": "context_window", "tr_theta": "rope_theta",
+    "tr_dropout": "dropout", "tr_bug": "bug", "tr_lr": "lr", "tr_min_lr": "min_lr",
+    "tr_batch": "batch_size", "tr_warmup": "warmup_steps",
+    "tr_eval_interval": "eval_interval", "tr_seed": "seed",
+}
+MODEL_DEFAULTS = config_dict(ModelConfig())
+TRAIN_DEFAULTS = config_dict(TrainConfig())
+
+
+# --- Cheap, cached facts ------------------------------------------------------------
+
+@st.cache_data(show_spinner=False)
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+@st.cache_data(show_spinner="Reading the corpus…", max_entries=8)
+def corpus_vocab(name: str) -> int:
+    """Characters in the corpus's vocabulary (what the run's vocab_size will be)."""
+    return CharTokenizer.from_text(corpus_text(name)).vocab_size
+
+
+@st.cache_data(show_spinner=False)
+def corpora() -> dict[str, str]:
+    return {c.name: c.description for c in list_corpora() if c.available}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_shapes(model_config: dict, batch_size: int) -> pd.DataFrame:
+    return shapes_table(model_config, batch_size)
+
+
+def devices() -> list[str]:
+    return ["cuda", "cpu"] if cuda_available() else ["cpu"]
+
+
+# --- Controls -----------------------------------------------------------------------
+
+def fill_from_preset() -> None:
+    """Set every control to the chosen preset's values (a callback: runs before the
+    widgets are drawn, so they show the new values)."""
+    p = PRESETS[st.session_state["tr_preset"]]
+    values = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS, **p.model, **p.train}
+    for key, field in FIELDS.items():
+        st.session_state[key] = values[field]
+    if values.get("time_budget"):
+        st.session_state["tr_budget"] = "time"
+        st.session_state["tr_seconds"] = float(values["time_budget"])
+        st.session_state["tr_steps"] = int(TRAIN_DEFAULTS["steps"])
+    else:
+        st.session_state["tr_budget"] = "steps"
+        st.session_state["tr_steps"] = int(values["steps"])
+        st.session_state.setdefault("tr_seconds", 60.0)
+    device = values.get("device", "auto")
+    st.session_state["tr_device"] = device if device in devices() else devices()[0]
+
+
+def ensure_controls() -> None:
+    if "tr_preset" not in st.session_state or st.session_state["tr_preset"] not in PRESETS:
+        st.session_state["tr_preset"] = DEFAULT_PRESET
+    if any(k not in st.session_state for k in (*FIELDS, "tr_budget", "tr_steps",
+                                               "tr_seconds", "tr_device")):
+        fill_from_preset()
+    available = corpora()
+    if st.session_state.get("tr_corpus") not in available:
+        st.session_state["tr_corpus"] = next(iter(available), "shakespeare")
+    if st.session_state["tr_device"] not in devices():
+        st.session_state["tr_device"] = devices()[0]
+
+
+KEEP = "session"  # controls keep their values when hidden or when the student leaves
+
+
+def controls() -> dict:
+    """Draw every control; return the overrides for build_configs."""
+    ss = st.session_state
+    st.selectbox("Start from a preset", list(PRESETS), key="tr_preset",
+                 on_change=fill_from_preset, persist_state=KEEP,
+                 help="Choosing a preset sets every control below to its values.")
+    st.caption(PRESETS[ss["tr_preset"]].description)
+
+    st.markdown("**The parts Llama changed**")
+    st.segmented_control("Norm", list(NORMS), key="tr_norm", required=True,
+                         format_func=NORM_LABELS.get, persist_state=KEEP)
+    st.segmented_control("Positions", list(POSITIONS), key="tr_pos", required=True,
+                         format_func=POS_LABELS.get, persist_state=KEEP)
+    st.segmented_control("Feed-forward", list(FFNS), key="tr_ffn", required=True,
+                         format_func=FFN_LABELS.get, persist_state=KEEP)
+    a, b = st.columns(2)
+    a.toggle("Causal mask", key="tr_causal", persist_state=KEEP,
+             help="Off: every position also sees the characters after it, so the model "
+                  "can read the answer.")
+    b.toggle("Attention", key="tr_attention", persist_state=KEEP,
+             help="Off: embedding and feed-forward only, the ladder's first rung.")
+
+    st.markdown("**Shape**")
+    a, b = st.columns(2)
+    a.number_input("Layers (blocks)", min_value=1, max_value=64, step=1, key="tr_layers",
+                   persist_state=KEEP)
+    b.number_input("Heads", min_value=1, max_value=256, step=1, key="tr_heads",
+                   persist_state=KEEP, help="Must divide the width.")
+    a.number_input("Width d_model", min_value=1, max_value=8192, step=16, key="tr_width",
+                   persist_state=KEEP)
+    b.number_input("Context (characters)", min_value=1, max_value=8192, step=8,
+                   key="tr_context", persist_state=KEEP)
+    a.number_input("RoPE theta", min_value=1.0, max_value=1e7, step=1000.0, format="%g",
+                   key="tr_theta", persist_state=KEEP, disabled=ss["tr_pos"] != "rope",
+                   help="Base of the rotary frequencies theta^(-2i/head_dim).")
+    b.number_input("Dropout", min_value=0.0, max_value=0.9, step=0.05, format="%.2f",
+                   key="tr_dropout", persist_state=KEEP)
+
+    st.markdown("**Training**")
+    a, b = st.columns(2)
+    a.number_input("Learning rate", min_value=1e-6, max_value=10.0, step=1e-4,
+                   format="%g", key="tr_lr", persist_state=KEEP)
+    b.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="tr_seed",
+                   persist_state=KEEP,
+                   help="Same seed, same training batches and starting weights: runs "
+                        "that differ in one setting form a paired comparison.")
+    st.radio("Train for", list(BUDGETS), key="tr_budget", horizontal=True,
+             format_func=BUDGETS.get, persist_state=KEEP)
+    a, b = st.columns(2)
+    if ss["tr_budget"] == "steps":
+        a.number_input("Steps", min_value=1, max_value=10_000_000, step=100,
+                       key="tr_steps", persist_state=KEEP)
+    else:
+        a.number_input("Time budget (s)", min_value=1.0, max_value=7 * 24 * 3600.0,
+                       step=10.0, format="%g", key="tr_seconds", persist_state=KEEP)
+    b.selectbox("Device", devices(), key="tr_device", persist_state=KEEP,
+                help="CUDA is offered only when this server has a GPU.")
+    names = corpora()
+    st.selectbox("Corpus", list(names) or ["shakespeare"], key="tr_corpus",
+                 persist_state=KEEP, help="; ".join(f"{k}: {v}" for k, v in names.items()))
+
+    with st.expander("More settings"):
+        a, b = st.columns(2)
+        a.number_input("Batch size", min_value=1, max_value=65536, step=1, key="tr_batch",
+                       persist_state=KEEP)
+        b.number_input("Evaluate every (steps)", min_value=1, step=10,
+                       key="tr_eval_interval", persist_state=KEEP)
+        a.number_input("Final learning rate", min_value=0.0, max_value=10.0, step=1e-4,
+                       format="%g", key="tr_min_lr", persist_state=KEEP,
+                       help="The cosine schedule decays to this.")
+        b.number_input("Warm-up steps", min_value=0, step=10, key="tr_warmup",
+                       persist_state=KEEP)
+        st.selectbox("Classic bug, on purpose", list(BUGS), key="tr_bug",
+                     format_func=lambda k: f"{k}: {BUGS[k]}" if k != "none" else "no bug",
+                     persist_state=KEEP,
+                     help="Build one of the write-ups' mistakes, labelled as a bug, to "
+                          "see its signature.")
+        st.text_input("Run name (optional)", key="tr_name", max_chars=200,
+                      persist_state=KEEP, placeholder="e.g. layernorm instead of rmsnorm")
+
+    overrides = {field: ss[key] for key, field in FIELDS.items()}
+    overrides["device"] = ss["tr_device"]
+    overrides["corpus"] = ss["tr_corpus"]
+    if ss["tr_budget"] == "steps":
+        overrides.update(steps=int(ss["tr_steps"]), time_budget=None)
+    else:
+        overrides.update(steps=TIME_MODE_STEPS, time_budget=float(ss["tr_seconds"]))
+    return overrides
+
+
+# --- What the controls build --------------------------------------------------------
+
+def model_facts(model: ModelConfig, train: TrainConfig) -> None:
+    table = parameter_table(model)
+    total = int(table.loc[table["part"] == "total", "parameters"].iloc[0])
+    fwd = float(table.loc[table["part"] == "total", "forward FLOPs per token"].iloc[0])
+    a, b = st.columns(2)
+    a.metric("Parameters", f"{total:,}")
+    b.metric("Training FLOPs per token", si(3 * fwd),
+             help=f"Forward {si(fwd)} FLOPs per token; the backward pass costs about twice "
+                  "the forward, so training ≈ 3 × forward.")
+    shown = table.drop(columns=["part"])
+    shown["forward FLOPs per token"] = [
+        "—" if f is None or f != f else si(f) for f in table["forward FLOPs per token"]]
+    st.dataframe(
+        shown, hide_index=True, key="param_table",
+        column_config={
+            "component": st.column_config.TextColumn("part", width="medium"),
+            "parameters": st.column_config.NumberColumn("parameters", format="localized",
+                                                        width="small"),
+            "share": st.column_config.ProgressColumn("share", format="percent",
+                                                     min_value=0.0, max_value=1.0,
+                                                     width="small"),
+            "forward FLOPs per token": st.column_config.TextColumn(
+                "FLOPs/token", width="small",
+                help="Forward FLOPs per token (a multiply-add is 2); — for element-wise "
+                     "parts, which the count leaves out."),
+        })
+    st.caption(f"Vocabulary V = {model.vocab_size} characters ({train.corpus}), width "
+               f"d = {model.d_model}, context T = {model.context_window}, "
+               f"L = {model.n_layers} layers. Embedding and output head are V·d each; "
+               "attention q,k,v,o are 4·d² per layer; its scores cost 4·T·d FLOPs per "
+               "token per layer and grow with the context. FLOPs count matrix multiplies; "
+               "norms, rotations and softmax are element-wise and left out (a few percent).")
+    with st.expander("Check the dimensions: every module's input and output shape for "
+                     f"one batch (B = {train.batch_size}, T = {model.context_window})"):
+        shapes = cached_shapes(config_dict(model), int(train.batch_size))
+        st.dataframe(shapes, hide_index=True, key="shapes_table", height=420,
+                     column_order=["name", "input shape", "output shape", "params", "note",
+                                   "type"],
+                     column_config={"params": st.column_config.NumberColumn(
+                         "parameters", format="localized")})
+        st.caption("Shapes are (batch B, positions T, features): d inside the blocks, the "
+                   "feed-forward's hidden size inside it, the vocabulary at the output. "
+                   "wq, wk and wv run inside one fused matrix multiply, so they have no "
+                   "shapes of their own (see the note). Computed on PyTorch's meta device: "
+                   "exact shapes, no weights, no arithmetic.")
+
+
+def launch(model: ModelConfig, train: TrainConfig) -> None:
+    name = (st.session_state.get("tr_name") or "").strip() or None
+    with state.user_errors():
+        run_id = state.job_manager().submit(model, train, name=name,
+                                            owner=state.owner_id())
+        st.session_state["tr_run"] = run_id
+        st.query_params["run"] = run_id
+
+
+# --- The current run ----------------------------------------------------------------
+
+def page_links(run_id: str) -> None:
+    """Buttons to the pages that look at a finished run, for those that exist."""
+    targets = [("pages/compare.py", "Compare it with other runs", ":material/compare_arrows:",
+                {"runs": run_id}),
+               ("pages/attention.py", "Look at its attention", ":material/grid_on:",
+                {"run": run_id}),
+               ("pages/generate.py", "Generate text with it", ":material/edit_note:",
+                {"run": run_id})]
+    cols = st.columns(len(targets))
+    for col, (path, label, icon, params) in zip(cols, targets):
+        if not (APP_ROOT / path).exists():
+            continue
+        try:
+            col.page_link(path, label=label, icon=icon, query_params=params)
+        except StreamlitAPIException:  # the page exists but is not in the menu yet
+            pass
+
+
+def show_samples(run_id: str) -> None:
+    samples = state.store().samples(run_id)
+    if not samples:
+        return
+    latest = samples[-1]
+    st.markdown(f"**What it writes now** (sample at step {latest['step']:,}, "
+                "starting from a new line)")
+    st.code(latest["text"] or " ", language=None, wrap_lines=True)
+    if len(samples) > 1:
+        with st.expander(f"Every sample so far ({len(samples)}), newest first"):
+            for s in reversed(samples[:-1]):
+                st.caption(f"step {s['step']:,}")
+                st.code(s["text"] or " ", language=None, wrap_lines=True)
+
+
+def final_numbers(run) -> None:
+    rows = [("Final validation loss", f"{run.final_val_loss:.3f}" if run.final_val_loss
+             is not None else "—", LOSS_UNIT),
+            ("Final training loss", f"{run.final_train_loss:.3f}" if run.final_train_loss
+             is not None else "—", LOSS_UNIT),
+            ("Steps", f"{run.steps:,}", "optimizer steps"),
+            ("Tokens", f"{run.tokens:,}", "characters seen in training"),
+            ("Wall time", duration(run.wall_s), "seconds of training"),
+            ("Speed (tokens/s)", f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "—",
+             "training tokens (characters) per second"),
+            ("Parameters", f"{run.params:,}" if run.params else "—", "scalars"),
+            ("Device", run.device or "—", None)]
+    for start in range(0, len(rows), 4):
+        for col, (label, value, help_) in zip(st.columns(4), rows[start:start + 4]):
+            col.metric(label, value, help=f"in {help_}" if help_ else None)
+
+
+STATUS_TEXT = {
+    "queued": "waiting for a free training slot",
+    "running": "training",
+    "finished": "finished",
+    "stopped": "stopped",
+    "failed": "failed",
+    "interrupted": "interrupted",
+    "diverged": "diverged",
+}
+
+
+def run_panel(run_id: str, was_active: bool) -> None:
+    """The run in the URL: live while active (this is the polled fragment's body)."""
+    store = state.store()
+    try:
+        run = store.get_run(run_id)
+    except UserError:
+        st.warning(f"The run {run_id[:40]!r} in this page's address is not in the run "
+                   "store (it may have been deleted); launch a new run above.")
+        return
+    if was_active and run.status in TERMINAL:
+        st.rerun()  # a full rerun draws the finished view and stops the polling
+    metrics = store.metrics(run_id)
+    last = metrics[-1] if metrics else None
+    st.markdown(f"**{short_label(run)}** · seed {run.seed} · "
+                f"**{STATUS_TEXT.get(run.status, run.status)}**")
+
+    if run.active:
+        p = live_progress(run, last)
+        if run.status == "queued" and run.pid:
+            text = "Starting its training process…"
+        elif run.status == "queued":
+            ahead = sum(1 for r in store.list_runs(status="queued")
+                        if r.created < run.created)
+            text = ("Waiting for a free training slot" +
+                    (f" ({ahead} run{'s' if ahead != 1 else ''} ahead of it)" if ahead
+                     else "") + "…")
+        elif last is None:
+            text = (f"Starting: the first numbers arrive at step "
+                    f"{run.train_config.get('eval_interval', '?'):,}…")
+        else:
+            goal = (f"a {duration(p['budget_s'])} budget" if p["budget_s"]
+                    else f"{p['total_steps']:,}")
+            parts = [f"step ≈ {p['step']:,} of {goal}", f"{duration(p['elapsed_s'])} elapsed"]
+            if p["eta_s"] is not None:
+                parts.append(f"about {duration(p['eta_s'])} left")
+            if p["tokens_per_s"]:
+                parts.append(f"{p['tokens_per_s']:,.0f} tokens/s")
+            text = " · ".join(parts)
+        st.progress(p["fraction"], text=text)
+        if st.button("Stop this run", key="tr_stop", icon=":material/stop_circle:"):
+            with state.user_errors():
+                state.job_manager().stop(run_id)
+                st.info("Stopping: the run saves its model and ends within a step or so.")
+    else:
+        if run.status == "finished":
+            st.success(f"Finished in {duration(run.wall_s)}.")
+        elif run.error:
+            (st.info if run.status == "stopped" else st.warning)(run.error)
+        elif run.status == "stopped":
+            st.info("Stopped before its end: the numbers are from the step it stopped at, "
+                    "and its model was saved there.")
+        final_numbers(run)
+        page_links(run_id)
+
+    vocab = run.model_config.get("vocab_size")
+    frame = curve_frame(metrics)
+    x = st.segmented_control("x axis", ["step", "seconds"], key="tr_x", default="step",
+                             required=True, format_func={"step": "steps",
+                                                         "seconds": "seconds"}.get)
+    st.plotly_chart(run_curves_figure(
+        frame, x=x or "step", vocab_size=vocab,
+        empty_text="The loss curves appear at the first evaluation."),
+        key="tr_loss_chart", width="stretch")
+    show_samples(run_id)
+    with st.expander("This run's settings"):
+        st.dataframe(run_settings(run), hide_index=True, key="tr_run_settings")
+
+
+def run_settings(run) -> pd.DataFrame:
+    rows = [{"setting": k, "part": "model", "value": str(v)}
+            for k, v in run.model_config.items()]
+    rows += [{"setting": k, "part": "train", "value": str(v)}
+             for k, v in run.train_config.items()]
+    return pd.DataFrame(rows)
+
+
+# --- The page -----------------------------------------------------------------------
+
+run_inside_dashboard()
+st.title("Build & train")
+st.markdown("Set each part, watch what it costs, launch a short run and see it learn. "
+            "Loss is in **nats per character**: ln(vocabulary) ≈ 4.1 is blind guessing.")
+
+# Start the shared job manager now (once per server), so its warm training process is
+# ready by the time the first Launch is pressed.
+state.job_manager()
+
+# The run lives in the URL; the session remembers it for a trip to another page.
+url_run = st.query_params.get("run")
+if url_run:
+    st.session_state["tr_run"] = url_run
+elif st.session_state.get("tr_run"):
+    st.query_params["run"] = st.session_state["tr_run"]
+    url_run = st.session_state["tr_run"]
+
+if url_run:
+    shown_id = url_run[:40].replace("`", "'")
+    st.caption(f"Run `{shown_id}` is shown below the builder: [jump to it ↓](#your-run)")
+ensure_controls()
+left, right = st.columns([4, 5], gap="large")
+with left:
+    st.subheader("Build")
+    overrides = controls()
+
+model_cfg = train_cfg = None
+with right:
+    st.subheader("What you are building")
+    try:
+        overrides["vocab_size"] = corpus_vocab(st.session_state["tr_corpus"])
+        model_cfg, train_cfg = build_configs(st.session_state["tr_preset"], overrides)
+    except UserError as e:
+        st.error(str(e))
+    if model_cfg is not None:
+        model_facts(model_cfg, train_cfg)
+
+with left:
+    if st.button("Launch", key="tr_launch", type="primary", icon=":material/play_arrow:",
+                 disabled=model_cfg is None, width="stretch",
+                 help=None if model_cfg else "Fix the setting named in red first."):
+        launch(model_cfg, train_cfg)
+        url_run = st.query_params.get("run")
+
+st.divider()
+st.subheader("Your run", anchor="your-run")
+run_id = url_run
+if not run_id:
+    st.info("No run yet: press **Launch** to train the model you built.")
+else:
+    try:
+        active = state.store().get_run(run_id).active
+    except UserError:
+        active = False
+    st.fragment(run_every=POLL_S if active else None)(run_panel)(run_id, active)
+    if st.button("Hide this run", key="tr_hide", type="tertiary"):
+        st.session_state.pop("tr_run", None)
+        st.query_params.pop("run", None)
+        st.rerun()
