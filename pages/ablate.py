@@ -50,7 +50,12 @@ def llama_presets() -> list[str]:
 
 
 def base_overrides(ss) -> dict:
-    base = {"steps": int(ss["ab_steps"]), "time_budget": None}
+    """Steps from the form, and at least four evaluations per run, so even a short run
+    draws a curve with a band."""
+    steps = int(ss["ab_steps"])
+    _, preset_train = build_configs(ss["ab_preset"])
+    base = {"steps": steps, "time_budget": None,
+            "eval_interval": min(preset_train.eval_interval, max(1, steps // 4))}
     if ss.get("ab_match"):
         base["ffn_multiple_of"] = 1
     return base
@@ -283,11 +288,18 @@ def health_tab(src, runs, group: str) -> None:
     if not chosen:
         return
     h = health[health["variant"].isin(chosen)]
-    st.markdown("**At the end of training, layer by layer** (mean over seeds, 95% band). "
-                "Pre-norm RMSNorm rescales what enters each sub-layer, so every layer "
-                "gets gradients of a similar size and the residual stream grows gently; "
-                "without a norm, the stream's scale compounds with depth.")
+    st.markdown("**At the end of training, layer by layer** (geometric mean over seeds, "
+                "95% band). Pre-norm RMSNorm hands every sub-layer an input of unit scale "
+                "whatever the residual stream holds, so the stream can grow gently and "
+                "gradients reach every layer at a steady size. Without a norm each layer "
+                "adds to a stream whose scale compounds with depth, and the lower layers "
+                "see only what trickles back through all the ones above.")
     ac.show_chart(ac.depth_profile_figure(h), key="ab_depth", filename="health-by-layer")
+    summary = ac.depth_summary(h)
+    st.dataframe(summary, hide_index=True, key="ab_depth_summary", column_config={
+        c: st.column_config.NumberColumn(format="%.3g") for c in summary.columns[2:]})
+    st.caption("Measured from these runs: growth is the last layer's residual RMS over "
+               "the first's; gradient norms at the first evaluation and at the end.")
     key = st.segmented_control("Over training", list(ac.HEALTH), key="ab_health_key",
                                default="grad_norm", required=True,
                                format_func=lambda k: ac.HEALTH[k])
@@ -390,14 +402,14 @@ if group.startswith("classset-"):
                f"{section.description if section else ''} "
                "Re-run any record live under *Records & export*.")
 
-a, b, c, d = st.columns([4, 2, 2, 2])
+a, b, c, d = st.columns([5, 3, 3, 2])
 x = a.segmented_control("x axis", list(ac.X_AXES), key="ab_x", default="step",
                         required=True, format_func=lambda k: ac.X_AXES[k][0])
 metric = b.segmented_control("Loss", list(ac.METRICS), key="ab_metric",
                              default="val_loss", required=True,
                              format_func=lambda k: ac.METRICS[k].split()[0])
 show_seeds = c.toggle("Show each seed", key="ab_seeds_shown")
-zoom = c.toggle("Zoom: leave out leaks", key="ab_zoom",
+zoom = c.toggle("Hide leaks", key="ab_zoom",
                 help="Variants that can see the future (no causal mask, a leaking bug) "
                      "score far below the rest; leave them out to see the others apart.")
 active_ids = [r.id for r in runs if r.status in ACTIVE]

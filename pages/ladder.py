@@ -106,9 +106,12 @@ def train_rungs(rungs: list[str]) -> None:
     group = st.query_params.get("ladder") or new_group_id().replace("sw-", GROUP_PREFIX)
     manager = state.job_manager()
     try:
+        steps = int(ss["ld_steps"])
         for rung in rungs:
-            model, train = build_configs(rung, {"steps": int(ss["ld_steps"]),
-                                                "seed": int(ss["ld_seed"])})
+            preset_eval = build_configs(rung)[1].eval_interval
+            model, train = build_configs(rung, {
+                "steps": steps, "seed": int(ss["ld_seed"]),
+                "eval_interval": min(preset_eval, max(1, steps // 4))})
             manager.submit(model, train, name=rung, group=group, owner=state.owner_id())
     except UserError as e:
         ss["ld_error"] = str(e)

@@ -4,7 +4,7 @@ Every pitfall is labelled as a bug. Its toggle builds a small fresh model with t
 on or off and runs its probe from llama_core.inspect.PROBES, so the signature appears
 and disappears at once; a training comparison (bug against the correct model, same
 seed) comes from the class set, or from live runs trained here, whose checkpoints are
-probed too. The chosen pitfall is in the URL (?bug=...), the live group too
+probed too. The chosen pitfall is in the URL (?bug=mask_ones), the live group too
 (?pitgroup=...).
 """
 
@@ -160,9 +160,9 @@ def signature_extra(key: str, on: bool) -> None:
         from llama_core.train import generate_text
         model = model_with(p["bug"] if on else p["correct"])
         texts = [generate_text(model, tokenizer(), "\n", 40, temperature=0.0, seed=s)
-                 for s in (0, 1)]
-        st.markdown("Two greedy generations (temperature 0, no sampling) from the same "
-                    "model and prompt:")
+                 for s in (0, 0)]
+        st.markdown("Two greedy generations (temperature 0, no sampling, same seed) from "
+                    "the same model and prompt:")
         st.code("\n".join(repr(t) for t in texts), language=None)
         st.caption("identical: dropout is off at generation" if texts[0] == texts[1] else
                    "different: dropout is still active at generation")
@@ -282,10 +282,22 @@ st.error("**Everything switched on on this page is a BUG.** Each one appears in 
          "their signature; the rest of the dashboard uses the correct code.",
          icon=":material/bug_report:")
 
-key = st.segmented_control("Which bug", list(PITFALLS), key="bug", bind="query-params",
-                           default="norm_over_sequence", required=True,
+def _pick_bug() -> None:
+    st.query_params["bug"] = st.session_state["pf_bug"] or "norm_over_sequence"
+
+
+# The pitfall's key (not its title) in the URL: ?bug=mask_ones
+wanted = st.query_params.get("bug")
+if wanted in PITFALLS:
+    st.session_state["pf_bug"] = wanted
+elif st.session_state.get("pf_bug") not in PITFALLS:
+    st.session_state["pf_bug"] = "norm_over_sequence"
+key = st.segmented_control("Which bug", list(PITFALLS), key="pf_bug", required=True,
+                           on_change=_pick_bug,
                            format_func=lambda k: PITFALLS[k]["title"])
 key = key or "norm_over_sequence"
+if st.query_params.get("bug") != key:
+    st.query_params["bug"] = key
 p = PITFALLS[key]
 
 with st.container(border=True):

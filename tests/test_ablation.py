@@ -178,8 +178,10 @@ def test_band_figure_draws_a_filled_band_per_variant_with_seeds():
     fills = [t for t in fig.data if t.fill == "tonexty"]
     assert sorted(t.legendgroup for t in fills) == [BASELINE, "ffn=gelu"]
     means = [t for t in fig.data if t.showlegend is not False]
+    means.sort(key=lambda t: t.legendrank)  # the legend's order: baseline first
     assert [t.name for t in means] == ["baseline (3 seeds)", "ffn=gelu (3 seeds)",
                                        "one seed (1 seed)"]
+    assert fig.data[-1].name == "baseline (3 seeds)"  # drawn last: nothing hides it
     assert means[0].line.width > means[1].line.width  # the baseline stands out
     assert list(means[0].x) == [1e7, 2e7, 3e7]
     assert "FLOPs" in fig.layout.xaxis.title.text and "nats" in fig.layout.yaxis.title.text

@@ -53,11 +53,11 @@ def test_class_set_bands_verdicts_and_png_button(streamlit_server, page):
 
 def test_a_two_variant_two_seed_ablation_from_the_page(streamlit_server, page):
     open_direct(page, f"{streamlit_server}/ablate")
-    steps = page.get_by_label("Steps per run")
+    steps = page.get_by_role("spinbutton", name="Steps per run")
     steps.fill("30")
     steps.press("Enter")
     wait_for_app(page)
-    seeds = page.get_by_label("Seeds (K)")
+    seeds = page.get_by_role("spinbutton", name="Seeds (K)")
     seeds.fill("2")
     seeds.press("Enter")
     wait_for_app(page)

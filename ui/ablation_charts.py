@@ -183,6 +183,7 @@ def band_figure(bands: pd.DataFrame, x: str = "step", metric: str = "val_loss",
     if bands.empty:
         return _placeholder(fig, empty_text)
     styles = styles or {}
+    on_top = []
     for i, variant in enumerate(variant_order(bands["variant"])):
         b = bands[bands["variant"] == variant].sort_values("x")
         style = dict(styles.get(variant, {}))
@@ -209,10 +210,17 @@ def band_figure(bands: pd.DataFrame, x: str = "step", metric: str = "val_loss",
                                          legendgroup=variant, hoverinfo="skip",
                                          name=f"{variant} seed {seed}"))
         width = 5 if variant == BASELINE else 3
-        fig.add_trace(go.Scatter(
+        mean = go.Scatter(
             x=b["x"], y=b["mean"], mode="lines+markers", name=label, legendgroup=variant,
-            line=dict(color=c, width=width, **style), marker=dict(size=6),
-            hovertemplate=f"%{{y:.3f}} nats/char<extra>{name[:40]}</extra>"))
+            legendrank=1000 + i, line=dict(color=c, width=width, **style),
+            marker=dict(size=6),
+            hovertemplate=f"%{{y:.3f}} nats/char<extra>{name[:40]}</extra>")
+        if variant == BASELINE:
+            on_top.append(mean)  # drawn last, so no variant hides it
+        else:
+            fig.add_trace(mean)
+    for trace in on_top:
+        fig.add_trace(trace)
     fig.update_xaxes(rangemode="tozero")
     return fig
 
@@ -371,10 +379,53 @@ HEALTH = {"grad_norm": "gradient norm of the layer's weights",
           "residual_rms": "residual stream RMS after the layer"}
 
 
+def geometric_band(values: Sequence[float]) -> tuple[float, float, float]:
+    """Geometric mean of positive values and its 95% band, computed on their logs (a
+    norm spans orders of magnitude and is never negative, so its band must not be)."""
+    logs = [math.log(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if not logs:
+        return float("nan"), float("nan"), float("nan")
+    m = float(np.mean(logs))
+    hw = half_width(logs)
+    if math.isnan(hw):
+        return math.exp(m), float("nan"), float("nan")
+    return math.exp(m), math.exp(m - hw), math.exp(m + hw)
+
+
+def last_step(health: pd.DataFrame) -> pd.DataFrame:
+    last = health.groupby("run_id")["step"].transform("max")
+    return health[health["step"] == last]
+
+
+def depth_summary(health: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, in numbers: how much the residual stream's RMS grows from the first
+    layer to the last at the end of training, and the gradient norm of the first and
+    last layer at the first and last evaluation (geometric means over seeds)."""
+    rows = []
+    for variant in variant_order(health["variant"]):
+        v = health[health["variant"] == variant]
+        top = int(v["layer"].max())
+        first = v[v["step"] == v.groupby("run_id")["step"].transform("min")]
+        end = last_step(v)
+
+        def gm(frame, layer, key):
+            return geometric_band(frame[frame["layer"] == layer][key].tolist())[0]
+        rows.append({
+            "variant": variant, "layers": top + 1,
+            "residual RMS growth, first → last layer (end)":
+                gm(end, top, "residual_rms") / gm(end, 0, "residual_rms"),
+            "grad norm, first layer (first eval)": gm(first, 0, "grad_norm"),
+            "grad norm, last layer (first eval)": gm(first, top, "grad_norm"),
+            "grad norm, first layer (end)": gm(end, 0, "grad_norm"),
+            "grad norm, last layer (end)": gm(end, top, "grad_norm"),
+        })
+    return pd.DataFrame(rows)
+
+
 def depth_profile_figure(health: pd.DataFrame, step: int | None = None) -> go.Figure:
     """Two panels against layer index: gradient norm and residual RMS at one step
-    (default each run's last), mean over seeds with a 95% band, one line per variant.
-    Log scale: gradients that vanish or explode span orders of magnitude."""
+    (default each run's last), geometric mean over seeds with a 95% band, one line per
+    variant. Log scale: gradients that vanish or explode span orders of magnitude."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(HEALTH.values()),
                         horizontal_spacing=0.1)
     fig.update_layout(height=420, font=dict(size=FONT_SIZE), hovermode="x unified",
@@ -382,29 +433,25 @@ def depth_profile_figure(health: pd.DataFrame, step: int | None = None) -> go.Fi
                       legend=dict(orientation="h", y=-0.25, x=0))
     if health.empty:
         return _placeholder(fig, "No per-layer records in these runs.")
-    h = health
-    if step is None:
-        last = h.groupby("run_id")["step"].transform("max")
-        h = h[h["step"] == last]
-    else:
-        h = h[h["step"] == step]
+    h = last_step(health) if step is None else health[health["step"] == step]
     for i, variant in enumerate(variant_order(h["variant"])):
         v = h[h["variant"] == variant]
         c = colour(i)
         for col, key in enumerate(HEALTH, start=1):
-            g = v.groupby("layer")[key]
-            mean = g.mean()
-            hw = g.apply(lambda s: half_width(s.tolist()))
-            layers = mean.index.to_numpy()
-            if hw.notna().any():
-                fig.add_trace(go.Scatter(x=layers, y=(mean + hw).to_numpy(), mode="lines",
+            stats = v.groupby("layer")[key].apply(lambda s: geometric_band(s.tolist()))
+            layers = stats.index.to_numpy()
+            mean = np.array([t[0] for t in stats])
+            low = np.array([t[1] for t in stats])
+            high = np.array([t[2] for t in stats])
+            if not np.isnan(low).all():
+                fig.add_trace(go.Scatter(x=layers, y=high, mode="lines",
                                          line=dict(width=0, color=c), showlegend=False,
                                          hoverinfo="skip"), row=1, col=col)
-                fig.add_trace(go.Scatter(x=layers, y=(mean - hw).clip(lower=1e-12).to_numpy(),
-                                         mode="lines", line=dict(width=0, color=c),
-                                         fill="tonexty", fillcolor=rgba(c, 0.2),
-                                         showlegend=False, hoverinfo="skip"), row=1, col=col)
-            fig.add_trace(go.Scatter(x=layers, y=mean.to_numpy(), mode="lines+markers",
+                fig.add_trace(go.Scatter(x=layers, y=low, mode="lines",
+                                         line=dict(width=0, color=c), fill="tonexty",
+                                         fillcolor=rgba(c, 0.2), showlegend=False,
+                                         hoverinfo="skip"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=layers, y=mean, mode="lines+markers",
                                      name=variant, legendgroup=variant, showlegend=col == 1,
                                      line=dict(color=c, width=4 if variant == BASELINE else 3),
                                      hovertemplate="%{y:.3g}<extra>" + variant[:30]
