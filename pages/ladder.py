@@ -63,7 +63,7 @@ RUNGS = {
         "4 stacked blocks = Llama",
         "Four pre-normalised blocks on a residual stream, each building on the one below. "
         "At 300 steps they barely beat one block (about 0.01 lower) while holding almost "
-        "4 times the parameters and training about 2.5 times slower per step: depth needs "
+        "4 times the parameters and training about 3 times slower per step: depth needs "
         "more steps to pay off. The write-up's four blocks reached 1.55 at 5,000 steps "
         "against 1.90 for one block, though its leaky RMSNorm flatters both."),
 }
