@@ -1,0 +1,111 @@
+"""Generate: continue a prompt with one or more trained runs side by side (same prompt,
+same seed), and see the next-character probabilities behind every step."""
+
+import html
+
+import streamlit as st
+
+from llama_core.errors import UserError
+from ui import inspect_charts as charts
+from ui.inspect_compute import generate_with_probs
+from ui.inspect_pages import (NO_RUNS, checkpoint_file, describe, inspectable_runs,
+                              load_run, pick_runs, short_label, show_errors, torch_turn)
+
+MAX_RUNS = 4
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def generate(path: str, mtime_ns: int, run_id: str, prompt: str, length: int,
+             temperature: float, top_k: int | None, seed: int, top: int):
+    """Generated text and per-step probabilities, computed once per (checkpoint,
+    settings); ``path`` and ``mtime_ns`` key the cache, ``run_id`` finds the model."""
+    run = next(r for r in inspectable_runs() if r.id == run_id)
+    model, tokenizer, _ = load_run(run)
+    with torch_turn():
+        return generate_with_probs(model, tokenizer, prompt, length, temperature, top_k,
+                                   seed, top)
+
+
+st.title("Generate")
+st.markdown("Each run continues the same prompt with the same random seed, one character "
+            "at a time: at every step the model gives a probability to each possible "
+            "next character, and one is drawn from them.")
+
+runs = inspectable_runs()
+if not runs:
+    st.info(NO_RUNS)
+    st.stop()
+
+chosen = pick_runs(runs, key="generate_runs", max_runs=MAX_RUNS, default_count=2,
+                   label=f"Runs (up to {MAX_RUNS}, side by side)")
+prompt = st.text_input("Prompt", value="ROMEO:", key="generate_prompt")
+c1, c2, c3, c4 = st.columns(4)
+temperature = c1.slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="generate_temperature",
+                        help="Divides the logits before the softmax: below 1 sharpens the "
+                             "distribution, above 1 flattens it, 0 always takes the most "
+                             "likely character.")
+top_k = c2.number_input("Top-k (0 = off)", 0, 100, 0, key="generate_top_k",
+                        help="Keep only the k most likely characters before drawing.")
+seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="generate_seed",
+                       help="The same seed draws the same text.")
+length = c4.slider("Characters to generate", 10, 400, 100, 10, key="generate_length")
+top_k = int(top_k) or None
+bars = min(top_k, 15) if top_k else 10
+
+if not chosen:
+    st.info("Pick a run above to generate text.")
+    st.stop()
+if not prompt:
+    st.info("Type a prompt for the models to continue.")
+    st.stop()
+
+outputs, errors = {}, {}
+for run in chosen:
+    path = checkpoint_file(run)
+    try:
+        outputs[run.id] = generate(str(path), path.stat().st_mtime_ns, run.id, prompt,
+                                   int(length), float(temperature), top_k, int(seed), bars)
+    except UserError as e:
+        errors.setdefault(str(e), []).append(run)
+show_errors(errors)
+
+columns = st.columns(len(chosen))
+for col, run in zip(columns, chosen):
+    with col:
+        st.subheader(short_label(run))
+        cfg = load_run(run)[0].cfg
+        loss = f", validation loss {run.final_val_loss:.3f} nats" if (
+            run.final_val_loss is not None) else ""
+        st.caption(describe(cfg) + loss)
+        if run.id not in outputs:
+            st.caption("No text: see the message above.")
+            continue
+        text, _ = outputs[run.id]
+        if len(prompt) > cfg.context_window:
+            st.caption(f"It reads only the last {cfg.context_window} characters of the "
+                       "prompt (its context window).")
+        st.code(prompt + text, language=None, wrap_lines=True)
+
+if outputs:
+    st.subheader("What the model was choosing from, step by step")
+    step = st.slider("Generated character number", 1, int(length), 1,
+                     key="generate_step")
+    kind = ("after temperature " + f"{temperature:g}" + (f" and top-{top_k}" if top_k
+            else "") if temperature > 0 else "temperature 0: the most likely is always "
+            "taken")
+    st.caption(f"Bars: the {bars} most likely next characters and the probability the "
+               f"sampler drew from ({kind}); orange is the character drawn. ␣ is a space, "
+               f"⏎ a new line.")
+    columns = st.columns(len(chosen))
+    for i, (col, run) in enumerate(zip(columns, chosen)):
+        if run.id not in outputs:
+            continue
+        text, table = outputs[run.id]
+        rows = table[table["step"] == step]
+        before = (prompt + text)[: len(prompt) + step - 1][-14:]
+        drawn = rows[rows["chosen"]]["character"].iloc[0]
+        title = (f"{run.id}, step {step}: after “{html.escape(charts.visible_text(before))}”"
+                 f"<br>drew “{html.escape(charts.visible(drawn))}”")
+        with col:
+            st.plotly_chart(charts.next_char_bars(rows, title), key=f"generate_bars_{i}",
+                            width="stretch")
