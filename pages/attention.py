@@ -17,7 +17,7 @@ DEFAULT_PROMPT = "To be, or not to be"
 def panel_size(heads: int, runs: int) -> int:
     """Pixels per heatmap panel so a grid fills its column on a 1400-pixel-wide screen
     (about 1000 pixels for the page, less margins and the colour scale)."""
-    return int(min(230, max(80, (1000 / runs - 170) / heads)))
+    return int(min(230, max(80, (1000 / runs - 250) / heads)))
 
 st.title("Attention")
 st.markdown("Each heatmap shows, for one head, how much each character of the prompt "
@@ -43,8 +43,8 @@ if not prompt:
 results, errors = {}, {}
 with torch_turn():
     for run in chosen:
-        model, tokenizer, _ = load_run(run)
         try:
+            model, tokenizer, _ = load_run(run)
             results[run.id] = (run, model.cfg, attention_for(model, tokenizer, prompt))
         except UserError as e:
             errors.setdefault(str(e), []).append(run)
@@ -77,8 +77,9 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
         st.plotly_chart(fig, key=f"attention_grid_{i}",
                         width="stretch")
 
+top_text = "1" if zmax > 0.995 else f"{zmax:.2f} or more"
 st.caption(f"One colour scale for {'both runs' if len(items) > 1 else 'every head'}, "
-           f"darkest at probability {zmax:.2f} or more (under the causal mask the first "
+           f"darkest at probability {top_text} (under the causal mask the first "
            f"query can only attend to itself, so its single cell is always 1). Hover a "
            f"cell for its exact value.")
 
@@ -120,7 +121,8 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
             continue
         st.plotly_chart(charts.attention_heatmap(
             res.maps[layer][head], res.text, f"{run.id}: layer {layer}, head {head}",
-            hide_future=cfg.causal and cfg.bug != "mask_ones", zmax=zmax),
+            hide_future=cfg.causal and cfg.bug != "mask_ones", zmax=zmax,
+            max_labels=64 if len(items) == 1 else 32),
             key=f"attention_head_{i}", width="stretch")
 
 st.subheader("What each head does, in numbers")

@@ -73,13 +73,13 @@ columns = st.columns(len(chosen))
 for col, run in zip(columns, chosen):
     with col:
         st.subheader(short_label(run))
-        cfg = load_run(run)[0].cfg
         loss = f", validation loss {run.final_val_loss:.3f} nats" if (
             run.final_val_loss is not None) else ""
-        st.caption(describe(cfg) + loss)
         if run.id not in outputs:
             st.caption("No text: see the message above.")
             continue
+        cfg = load_run(run)[0].cfg
+        st.caption(describe(cfg) + loss)
         text, _ = outputs[run.id]
         if len(prompt) > cfg.context_window:
             st.caption(f"It reads only the last {cfg.context_window} characters of the "

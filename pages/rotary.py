@@ -7,6 +7,7 @@ import streamlit as st
 
 from llama_core import inspect as I
 from llama_core.config import ModelConfig
+from llama_core.errors import UserError
 from ui import inspect_charts as charts
 from ui.inspect_compute import check_prompt, fit_prompt, shifted_logits
 from ui.inspect_pages import inspectable_runs, load_run, pick_run, torch_turn
@@ -77,7 +78,8 @@ st.caption(f"One random query q and key k (d_head = {head_dim}, θ = {theta_a:g}
            f"query rotated to position m and the key to n = m − distance, for four "
            f"absolute positions m far apart. The four curves lie on top of each other: "
            f"the largest gap between them at any distance is {spread:.1e} (floating-point "
-           f"rounding), because rotating q by m and k by n leaves q · k turned by m − n.")
+           f"rounding), because rotations compose: R_m q · R_n k = q · R_(n−m) k, so only "
+           f"the difference of the two positions is left.")
 
 st.subheader("4. A trained model's own invariance")
 runs = inspectable_runs()
@@ -89,7 +91,11 @@ run = pick_run(runs, key="rotary_run", label="Trained run")
 if run is None:
     st.info("Pick a run to check its layer-0 attention logits.")
     st.stop()
-model, tokenizer, _ = load_run(run)
+try:
+    model, tokenizer, _ = load_run(run)
+except UserError as e:
+    st.error(str(e))
+    st.stop()
 cfg = model.cfg
 if not cfg.attention:
     st.info(f"{run.id} has no attention layers (attention=false), so it has no attention "

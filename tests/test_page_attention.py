@@ -180,3 +180,15 @@ def test_empty_prompt_and_run_without_attention(app):
     assert any("Type a prompt" in i.value for i in at.info) and not at.error
     at = app("noattn", prompt="abc")
     assert len(at.error) == 1 and "no attention layers" in at.error[0].value
+
+
+def test_a_link_to_a_run_without_checkpoint_is_named(runs, monkeypatch):
+    folder, ids = runs
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(folder))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["run"] = ["rdeadbeef", ids["nomask"]]
+    at.run()
+    assert not at.exception
+    assert any("rdeadbeef" in i.value and "no finished checkpoint" in i.value
+               for i in at.info)
+    assert at.multiselect(key="attention_runs").value == [ids["nomask"]]

@@ -134,8 +134,11 @@ def attention_grid(maps: Sequence[np.ndarray], chars: str, title: str, *,
 
 
 def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: bool = True,
-                      zmax: float | None = None) -> go.Figure:
-    """One head large, every character labelled: rows = query, columns = key."""
+                      zmax: float | None = None, max_labels: int = 64,
+                      height: int | None = None) -> go.Figure:
+    """One head large, every character labelled (up to ``max_labels`` per axis):
+    rows = query, columns = key. By default about 13 pixels per character, so a full
+    64-character context stays readable on a projector."""
     T = a.shape[-1]
     z = _masked(a) if hide_future else a.astype(np.float32)
     labels = [visible(c) for c in chars]
@@ -146,13 +149,16 @@ def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: boo
         colorbar=dict(title=dict(text="probability")),
         hovertemplate=("query %{y} '%{customdata[0]}' attends to key %{x} "
                        "'%{customdata[1]}'<br>probability %{z:.3f}<extra></extra>")))
-    fig.update_xaxes(**_ticks(chars, 64), title=dict(text=KEY_TITLE + ": attended to"),
+    fig.update_xaxes(**_ticks(chars, max_labels),
+                     title=dict(text=KEY_TITLE + ": attended to"),
                      side="bottom", constrain="domain", showgrid=False, zeroline=False)
-    fig.update_yaxes(**_ticks(chars, 64), title=dict(text=QUERY_TITLE + ": attending"),
+    fig.update_yaxes(**_ticks(chars, max_labels),
+                     title=dict(text=QUERY_TITLE + ": attending"),
                      autorange="reversed", scaleanchor="x", constrain="domain",
                      showgrid=False, zeroline=False)
     fig.update_layout(plot_bgcolor="#e9ecef")
-    return _style(fig, f"{title}<br><sup>{MAP_NOTE}</sup>", 620)
+    return _style(fig, f"{title}<br><sup>{MAP_NOTE}</sup>",
+                  height or int(min(1050, max(560, 13 * T + 220))))
 
 
 def head_labels(L: int, H: int) -> list[str]:

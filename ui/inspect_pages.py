@@ -95,6 +95,14 @@ def _wanted(by_id: dict[str, Run], most: int, newest: int) -> list[str]:
     return list(dict.fromkeys(wanted))[:most] or list(by_id)[:newest]
 
 
+def _say_missing(by_id: dict[str, Run]) -> None:
+    """Name the runs a link asked for that cannot be shown (no checkpoint yet)."""
+    missing = [i for i in st.query_params.get_all(RUN_PARAM) if i and i not in by_id]
+    if missing:
+        st.info(f"Run {', '.join(missing)} has no finished checkpoint here (still "
+                "training, failed or deleted), so it is not in the list.")
+
+
 def _remember(ids: list[str], memory: bool = True) -> None:
     if ids:
         st.query_params[RUN_PARAM] = ids
@@ -112,6 +120,7 @@ def pick_runs(runs: list[Run], *, key: str, max_runs: int, default_count: int = 
     if key in st.session_state:  # drop runs deleted since the last rerun
         st.session_state[key] = [i for i in st.session_state[key] if i in by_id][:max_runs]
     else:
+        _say_missing(by_id)
         st.session_state[key] = _wanted(by_id, max_runs, default_count)
     chosen = st.multiselect(label, list(by_id), key=key, max_selections=max_runs,
                             format_func=lambda i: run_label(by_id[i]))
@@ -123,6 +132,7 @@ def pick_run(runs: list[Run], *, key: str, label: str = "Run") -> Run | None:
     """One run (or none), seeded and kept in the URL like ``pick_runs``."""
     by_id = {r.id: r for r in runs}
     if st.session_state.get(key) not in by_id:
+        _say_missing(by_id)
         st.session_state[key] = _wanted(by_id, 1, 1)[0]
     chosen = st.selectbox(label, list(by_id), key=key, placeholder="choose a run",
                           format_func=lambda i: run_label(by_id[i]))
