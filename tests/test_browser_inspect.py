@@ -78,7 +78,7 @@ def timed_open(page, url: str, name: str) -> float:
     return elapsed
 
 
-def test_attention_page_with_two_runs(server, page):
+def test_attention_page_with_two_runs(page, server):
     url, (llama, nomask) = server
     timed_open(page, f"{url}/attention?run={llama}&run={nomask}", "inspect-attention")
     charts = page.get_by_test_id("stPlotlyChart")
@@ -88,14 +88,14 @@ def test_attention_page_with_two_runs(server, page):
     assert f"run={llama}" in page.url and f"run={nomask}" in page.url
 
 
-def test_rotary_page_with_a_rope_run(server, page):
+def test_rotary_page_with_a_rope_run(page, server):
     url, (llama, _) = server
     timed_open(page, f"{url}/rotary?run={llama}", "inspect-rotary")
     expect(page.get_by_test_id("stPlotlyChart")).to_have_count(4)
     expect(page.get_by_test_id("stMetric")).to_contain_text("logits")
 
 
-def test_generate_page_with_two_runs_and_a_bad_prompt(server, page):
+def test_generate_page_with_two_runs_and_a_bad_prompt(page, server):
     url, (llama, nomask) = server
     timed_open(page, f"{url}/generate?run={llama}&run={nomask}", "inspect-generate")
     expect(page.get_by_test_id("stCode")).to_have_count(2)
@@ -110,7 +110,7 @@ def test_generate_page_with_two_runs_and_a_bad_prompt(server, page):
     screenshot(page, "inspect-generate-unknown")
 
 
-def test_no_exception_after_changing_controls(server, page):
+def test_no_exception_after_changing_controls(page, server):
     url, (llama, _) = server
     open_page(page, url)
     open_page(page, f"{url}/attention?run={llama}")
