@@ -82,8 +82,8 @@ def block_diagram(norm: str, pos: str, ffn: str, causal: bool) -> str:
 
 def start_first_run() -> None:
     """Hook for the one-click first run; until it exists, go to Build & train."""
-    if (APP_ROOT / "pages" / "train.py").exists():
-        st.switch_page("pages/train.py")
+    if (APP_ROOT / "views" / "train.py").exists():
+        st.switch_page("views/train.py")
     st.info("The Build & train page is not here yet: this button will start a tiny "
             "first run once it is.")
 

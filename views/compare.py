@@ -18,7 +18,7 @@ from llama_core.errors import UserError
 from llama_core.runs import TERMINAL
 from ui import state
 from ui.loss_charts import BASELINE_MARK, METRICS, X_AXES, compare_figure, curve_frame
-from ui.run_widgets import (differing_fields, final_metrics_table, run_inside_dashboard,
+from ui.run_widgets import (differing_fields, final_metrics_table,
                             seed_only_difference, short_label, side_by_side,
                             train_flops_per_token)
 
@@ -125,7 +125,6 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
                     st.caption("no sample yet")
 
 
-run_inside_dashboard()
 st.title("Compare runs")
 st.markdown("Overlay loss curves, pin a baseline, and see exactly which settings differ. "
             "The address of this page holds your choice: share it to share the comparison.")

@@ -24,7 +24,7 @@ from llama_core.runs import TERMINAL
 from ui import state
 from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure
 from ui.run_widgets import (config_dict, duration, live_progress, parameter_table,
-                            run_inside_dashboard, shapes_table, short_label, si)
+                            shapes_table, short_label, si)
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESET = "tiny"
@@ -265,11 +265,11 @@ def launch(model: ModelConfig, train: TrainConfig) -> None:
 
 def page_links(run_id: str) -> None:
     """Buttons to the pages that look at a finished run, for those that exist."""
-    targets = [("pages/compare.py", "Compare it with other runs", ":material/compare_arrows:",
+    targets = [("views/compare.py", "Compare it with other runs", ":material/compare_arrows:",
                 {"runs": run_id}),
-               ("pages/attention.py", "Look at its attention", ":material/grid_on:",
+               ("views/attention.py", "Look at its attention", ":material/grid_on:",
                 {"run": run_id}),
-               ("pages/generate.py", "Generate text with it", ":material/edit_note:",
+               ("views/generate.py", "Generate text with it", ":material/edit_note:",
                 {"run": run_id})]
     cols = st.columns(len(targets))
     for col, (path, label, icon, params) in zip(cols, targets):
@@ -402,7 +402,6 @@ def run_settings(run) -> pd.DataFrame:
 
 # --- The page -----------------------------------------------------------------------
 
-run_inside_dashboard()
 st.title("Build & train")
 st.markdown("Set each part, watch what it costs, launch a short run and see it learn. "
             "Loss is in **nats per character**: ln(vocabulary) ≈ 4.1 is blind guessing.")
