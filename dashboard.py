@@ -1,6 +1,6 @@
 """Llama Lab's entry point: `streamlit run dashboard.py`.
 
-Only navigation and the shared sidebar live here; each view is a file under pages/.
+Only navigation and the shared sidebar live here; each view is a file under views/.
 A page appears in the menu only once its file exists, so the app runs at every commit.
 """
 
@@ -13,15 +13,15 @@ HERE = Path(__file__).parent
 
 # (file, menu title, icon) in teaching order.
 PAGES = [
-    ("pages/start.py", "Start", ":material/home:"),
-    ("pages/train.py", "Build & train", ":material/model_training:"),
-    ("pages/compare.py", "Compare", ":material/compare_arrows:"),
-    ("pages/attention.py", "Attention", ":material/grid_on:"),
-    ("pages/rotary.py", "Rotary", ":material/rotate_right:"),
-    ("pages/generate.py", "Generate", ":material/edit_note:"),
-    ("pages/ablate.py", "Ablations", ":material/science:"),
-    ("pages/ladder.py", "The ladder", ":material/stairs:"),
-    ("pages/pitfalls.py", "Pitfalls", ":material/bug_report:"),
+    ("views/start.py", "Start", ":material/home:"),
+    ("views/train.py", "Build & train", ":material/model_training:"),
+    ("views/compare.py", "Compare", ":material/compare_arrows:"),
+    ("views/attention.py", "Attention", ":material/grid_on:"),
+    ("views/rotary.py", "Rotary", ":material/rotate_right:"),
+    ("views/generate.py", "Generate", ":material/edit_note:"),
+    ("views/ablate.py", "Ablations", ":material/science:"),
+    ("views/ladder.py", "The ladder", ":material/stairs:"),
+    ("views/pitfalls.py", "Pitfalls", ":material/bug_report:"),
 ]
 
 
@@ -34,7 +34,7 @@ def device_label() -> str:
 
 st.set_page_config(page_title="Llama Lab", layout="wide", page_icon="🦙")
 
-pages = [st.Page(path, title=title, icon=icon, default=(path == "pages/start.py"))
+pages = [st.Page(path, title=title, icon=icon, default=(path == "views/start.py"))
          for path, title, icon in PAGES if (HERE / path).exists()]
 current = st.navigation(pages)
 

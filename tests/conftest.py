@@ -4,6 +4,7 @@ Streamlit server and a real headless Chromium. Nothing here is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,18 +45,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def streamlit_server(tmp_path_factory):
-    """`streamlit run dashboard.py` on a free loopback port; yields its base URL.
-
-    Runs go to a temporary LLAMA_LAB_RUNS; the server's output is kept in
-    test-artifacts/streamlit-server.log for when a page misbehaves.
-    """
+@contextlib.contextmanager
+def running_dashboard(runs: Path, log_name: str = "streamlit-server.log"):
+    """`streamlit run dashboard.py` on a free loopback port with LLAMA_LAB_RUNS=runs;
+    yields its base URL once /_stcore/health answers, and ends it afterwards. Its
+    output is kept in test-artifacts/<log_name> for when a page misbehaves."""
     port = _free_port()
-    runs = tmp_path_factory.mktemp("server-runs")
     env = {**os.environ, "LLAMA_LAB_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "streamlit-server.log"
+    log_path = ARTIFACTS / log_name
     log = open(log_path, "w")
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py",
            "--server.headless", "true", "--server.port", str(port),
@@ -74,6 +72,13 @@ def streamlit_server(tmp_path_factory):
     finally:
         _stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(tmp_path_factory):
+    """One dashboard server for the whole test session, with its own temporary runs."""
+    with running_dashboard(tmp_path_factory.mktemp("server-runs")) as url:
+        yield url
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -42,5 +42,5 @@ def test_first_run_button(runs_dir):
     at = start_app()
     at.button(key="start_first_run").click().run()
     assert not at.exception
-    if not (REPO / "pages" / "train.py").exists():
+    if not (REPO / "views" / "train.py").exists():
         assert "not here yet" in at.info[0].value

@@ -19,12 +19,7 @@ VERDICTS = re.compile(r"within seed noise|better|worse")
 
 
 def open_direct(page, url: str, name: str | None = None):
-    """Open a page by its address, as a shared link does. The app's root is opened
-    first: Streamlit 1.67 runs a fresh server's first script run in the old pages/
-    directory mode (PagesManager.uses_pages_directory) until st.navigation has run
-    once, so a first request straight to /ablate would skip dashboard.py."""
-    root = url.split("/")[0:3]
-    open_page(page, "/".join(root))
+    """Open a page by its address, as a shared link does."""
     return open_page(page, url, name=name)
 
 

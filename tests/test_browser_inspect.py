@@ -62,13 +62,7 @@ def server(tmp_path_factory):
 
 
 def timed_open(page, url: str, name: str) -> float:
-    """Open a page, check it, screenshot it; return seconds until it had rendered.
-
-    The app's root is opened first: on a fresh server Streamlit 1.67 runs the first
-    script run in the old pages/ directory mode until st.navigation has run once, so a
-    first request straight to /attention would skip dashboard.py (its wide layout and
-    menu)."""
-    open_page(page, url.split("?")[0].rsplit("/", 1)[0])
+    """Open a page, check it, screenshot it; return seconds until it had rendered."""
     start = time.perf_counter()
     open_page(page, url)
     elapsed = time.perf_counter() - start

@@ -40,3 +40,16 @@ def test_every_sidebar_page_opens(streamlit_server, page):
     for title, _ in links:
         slug = title.lower().replace(" & ", "-").replace(" ", "-")
         click_sidebar_link(page, title, name=f"page-{slug}")
+
+
+def test_a_shared_link_is_the_first_request_after_a_restart(page, tmp_path):
+    """A teacher's link straight to a page, before anyone opened the root, still opens
+    inside the dashboard (its menu and sidebar), not as a bare script."""
+    from conftest import running_dashboard
+
+    with running_dashboard(tmp_path, "streamlit-fresh-server.log") as url:
+        open_page(page, f"{url}/rotary", name="fresh-server-deep-link")
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar).to_contain_text("Llama Lab")
+        expect(sidebar).to_contain_text("Build & train")
+        expect(page.get_by_role("heading", name="Rotary", exact=False).first).to_be_visible()

@@ -26,7 +26,7 @@ def app_runs(runs_dir):
 
 def open_ablate(**params) -> AppTest:
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=120)
-    at.switch_page("pages/ablate.py")
+    at.switch_page("views/ablate.py")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from helpers_browser import REPO
 from runs_fixtures import train_tiny_runs
 
-PAGE = str(REPO / "pages" / "attention.py")
+PAGE = str(REPO / "views" / "attention.py")
 CONTEXT = 16  # runs_fixtures.TINY
 
 

@@ -43,7 +43,7 @@ def runs(tmp_path_factory):
 
 def open_compare(ids=(), **params) -> AppTest:
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.switch_page("pages/compare.py")
+    at.switch_page("views/compare.py")
     if ids:
         at.query_params["runs"] = list(ids)
     for key, value in params.items():

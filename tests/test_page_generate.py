@@ -17,7 +17,7 @@ from llama_core.train import generate_text, load_checkpoint
 from runs_fixtures import train_tiny_runs
 from ui.inspect_compute import generate_with_probs
 
-PAGE = str(REPO / "pages" / "generate.py")
+PAGE = str(REPO / "views" / "generate.py")
 
 
 @pytest.fixture(scope="module")

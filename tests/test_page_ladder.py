@@ -24,7 +24,7 @@ def app_runs(runs_dir):
 
 def open_ladder(**params) -> AppTest:
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=120)
-    at.switch_page("pages/ladder.py")
+    at.switch_page("views/ladder.py")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()

@@ -28,7 +28,7 @@ def app_runs(runs_dir):
 
 def open_pitfalls(**params) -> AppTest:
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=120)
-    at.switch_page("pages/pitfalls.py")
+    at.switch_page("views/pitfalls.py")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()

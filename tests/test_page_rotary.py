@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from helpers_browser import REPO
 from runs_fixtures import train_tiny_runs
 
-PAGE = str(REPO / "pages" / "rotary.py")
+PAGE = str(REPO / "views" / "rotary.py")
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def store(store_dir) -> RunStore:
 
 def open_train(query: dict | None = None) -> AppTest:
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.switch_page("pages/train.py")
+    at.switch_page("views/train.py")
     for key, value in (query or {}).items():
         at.query_params[key] = value
     at.run()

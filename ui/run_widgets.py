@@ -279,31 +279,3 @@ def si(x: float | None, unit: str = "") -> str:
 
 def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def run_inside_dashboard() -> None:
-    """Make a deep link to this page work on a freshly started server.
-
-    Streamlit 1.67 treats a ``pages/`` folder beside the entry point as old-style
-    (v1) pages until ``st.navigation`` has been called once in the server process, and
-    runs a v1 page *on its own*: a first request for /train?run=... after a restart
-    ran pages/train.py bare (no dashboard sidebar, no wide layout), and kept doing so
-    until someone opened "/". ``st.navigation`` clears the same class flag itself; we
-    clear it a moment earlier and, on a session's first run (when no click can be
-    lost), rerun, so dashboard.py runs and routes back here with the URL and its query
-    parameters intact. Harmless once the flag is cleared. (AppTest sets the flag again
-    before every run; after the first, a page then simply runs on its own, as it
-    always did there.)"""
-    import streamlit as st
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without it has no v1 pages either
-        return
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        if not st.session_state.get(_SHELL_CHECKED):
-            st.session_state[_SHELL_CHECKED] = True
-            st.rerun()
-
-
-_SHELL_CHECKED = "_llama_lab_rerun_inside_dashboard"
