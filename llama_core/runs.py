@@ -527,12 +527,25 @@ class RunStore:
                    device=train.get("device"), status="queued", created=time.time(),
                    owner=owner, pid=pid, code_version=code_version(),
                    torch_version=_installed_torch_version())
+        from . import classroom
+        settings = classroom.current()  # classroom mode: the teacher's limits, or None
+        if settings is not None:
+            settings.check_run(model, train)
+
+        def insert(c, run_id):
+            if settings is not None and owner is not None:  # counted in the same transaction
+                running, queued = c.execute(
+                    "SELECT COALESCE(SUM(status = 'running' OR (status = 'queued' AND pid "
+                    "IS NOT NULL)), 0), COALESCE(SUM(status = 'queued' AND pid IS NULL), 0) "
+                    "FROM runs WHERE owner = ?", (owner,)).fetchone()
+                settings.check_owner(owner, running, queued)
+            c.execute('INSERT INTO runs (id, ' + ", ".join(f'"{k}"' for k in row)
+                      + ") VALUES (?" + ", ?" * len(row) + ")", (run_id, *row.values()))
+
         for _ in range(20):
             run_id = new_run_id()
             try:
-                self._write(lambda c: c.execute(
-                    'INSERT INTO runs (id, ' + ", ".join(f'"{k}"' for k in row)
-                    + ") VALUES (?" + ", ?" * len(row) + ")", (run_id, *row.values())))
+                self._write(lambda c: insert(c, run_id))
                 return run_id
             except sqlite3.IntegrityError:
                 continue  # the 1-in-4-billion id clash: draw again
@@ -577,13 +590,24 @@ class RunStore:
         return self._read("SELECT COUNT(*) FROM runs WHERE status = 'running' "
                           "OR (status = 'queued' AND pid IS NOT NULL)")[0][0]
 
-    def claim_next(self, pid: int, limit: int | None = None) -> str | None:
-        """Atomically give the oldest unclaimed queued run to ``pid`` if fewer than
-        ``limit`` runs hold a slot; return its id, or None. (FIFO for now; owners make
-        fair queueing possible later.)"""
+    def claim_next(self, pid: int, limit: int | None = None,
+                   per_owner: int | None = None) -> str | None:
+        """Atomically give the next unclaimed queued run to ``pid`` if fewer than
+        ``limit`` runs hold a slot; return its id, or None.
+
+        Fair across owners (browser sessions): the next run belongs to the owner with
+        the fewest runs holding a slot, then to the owner served longest ago (whose
+        latest run started earliest, or never), then it is the oldest of that owner's
+        queued runs. So one student's ten queued runs take turns with a classmate's
+        one instead of going first. Runs without an owner form one owner and keep
+        first-in, first-out order among themselves. ``per_owner`` (classroom mode) skips
+        owners who already hold that many slots."""
         if not self._read("SELECT 1 FROM runs WHERE status = 'queued' AND pid IS NULL "
                           "LIMIT 1"):
             return None  # the common case, answered without taking the write lock
+        if per_owner is None:
+            from .classroom import running_cap
+            per_owner = running_cap()
 
         def claim(c):
             if limit is not None:
@@ -591,8 +615,18 @@ class RunStore:
                                    "(status = 'queued' AND pid IS NOT NULL)").fetchone()[0]
                 if active >= limit:
                     return None
-            row = c.execute("SELECT id FROM runs WHERE status = 'queued' AND pid IS NULL "
-                            "ORDER BY created, rowid LIMIT 1").fetchone()
+            row = c.execute(
+                "WITH holding AS (SELECT owner, COUNT(*) AS n FROM runs WHERE status = "
+                "'running' OR (status = 'queued' AND pid IS NOT NULL) GROUP BY owner), "
+                "served AS (SELECT owner, MAX(COALESCE(started, created)) AS t FROM runs "
+                "WHERE pid IS NOT NULL OR started IS NOT NULL GROUP BY owner) "
+                "SELECT q.id FROM runs q "
+                "LEFT JOIN holding h ON h.owner IS q.owner "
+                "LEFT JOIN served s ON s.owner IS q.owner "
+                "WHERE q.status = 'queued' AND q.pid IS NULL "
+                "AND (? IS NULL OR q.owner IS NULL OR COALESCE(h.n, 0) < ?) "
+                "ORDER BY COALESCE(h.n, 0), COALESCE(s.t, 0), q.created, q.rowid LIMIT 1",
+                (per_owner, per_owner)).fetchone()
             if row is None:
                 return None
             c.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, row[0]))

@@ -1,0 +1,315 @@
+"""Classroom mode: a teacher's settings file, enforced wherever a run is created.
+
+A TOML file named by the environment variable ``LLAMA_LAB_CLASSROOM`` (see
+``classroom.example.toml``) sets which presets the pages offer, fields students cannot
+change (``[locked]``), and caps on model size, steps, time and how many runs each
+student (each browser session, the run's ``owner``) may have running and queued.
+
+The caps are checked in ``RunStore.create_run`` (so the command line, every page and a
+sweep obey them alike) with one sentence per violation, and the per-student running cap
+is honoured by ``RunStore.claim_next``, which also queues fairly: the next run to start
+belongs to the student with the fewest runs going, then the one served longest ago.
+
+Runs with no owner (the teacher's command line) are exempt from the per-student caps,
+not from the model caps and locks. Without the environment variable nothing is limited.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import (MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelConfig, TrainConfig,
+                     build_configs)
+from .errors import ConfigError, UserError
+
+ENV_CLASSROOM = "LLAMA_LAB_CLASSROOM"
+
+# [caps] key -> (config field or None, integer?)
+CAPS = {
+    "d_model": ("d_model", True),
+    "n_layers": ("n_layers", True),
+    "context_window": ("context_window", True),
+    "steps": ("steps", True),
+    "time_budget": ("time_budget", False),
+    "batch_size": ("batch_size", True),
+    "running_per_student": (None, True),
+    "queued_per_student": (None, True),
+}
+SECTIONS = {"classroom": {"title", "presets", "corpora"}, "locked": None, "caps": set(CAPS)}
+MAX_SETTINGS_BYTES = 64 * 1024
+
+
+class ClassroomError(UserError):
+    """The classroom settings file cannot be used, or a run breaks its limits."""
+
+
+@dataclass(frozen=True)
+class Classroom:
+    """Validated classroom settings."""
+
+    path: str | None = None
+    title: str = "Llama Lab classroom"
+    presets: tuple[str, ...] | None = None  # None: every preset
+    corpora: tuple[str, ...] | None = None  # None: any corpus
+    locked: dict[str, Any] = field(default_factory=dict)
+    caps: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def running_per_student(self) -> int | None:
+        v = self.caps.get("running_per_student")
+        return None if v is None else int(v)
+
+    @property
+    def queued_per_student(self) -> int | None:
+        v = self.caps.get("queued_per_student")
+        return None if v is None else int(v)
+
+    def allowed_presets(self, names=None) -> list[str]:
+        """The presets a student may start from, in the order given (or PRESETS')."""
+        names = list(PRESETS) if names is None else list(names)
+        return names if self.presets is None else [n for n in names if n in self.presets]
+
+    def violations(self, model: dict | ModelConfig, train: dict | TrainConfig) -> list[str]:
+        """One sentence per way these configs break the classroom's limits."""
+        values = {**_as_dict(model), **_as_dict(train)}
+        out = []
+        for key, want in self.locked.items():
+            if values.get(key) != want:
+                out.append(f"{key} is locked by the teacher at {want!r} (this run asks "
+                           f"for {values.get(key)!r}); set it back to {want!r}.")
+        for key, cap in self.caps.items():
+            fname = CAPS[key][0]
+            if fname is None:
+                continue
+            v = values.get(fname)
+            if fname == "time_budget" and v is None:
+                if values.get("steps") is not None and "steps" not in self.caps:
+                    out.append(f"This classroom limits runs to {cap:g} seconds; set "
+                               f"time_budget to at most {cap:g}.")
+                continue
+            if v is not None and v > cap:
+                out.append(f"{fname} = {v:g} is over this classroom's cap of {cap:g}; "
+                           f"use {cap:g} or less.")
+        if self.corpora is not None and values.get("corpus") not in self.corpora:
+            out.append(f"The corpus {values.get('corpus')!r} is not open in this classroom; "
+                       f"choose one of {', '.join(self.corpora)}.")
+        return out
+
+    def check_run(self, model, train) -> None:
+        """Raise ClassroomError listing every violation (one sentence each)."""
+        problems = self.violations(model, train)
+        if problems:
+            raise ClassroomError(" ".join(problems))
+
+    def check_owner(self, owner: str | None, running: int, queued: int) -> None:
+        """Refuse a new run for ``owner`` who already has ``running`` + ``queued`` runs."""
+        if owner is None:
+            return
+        r_cap, q_cap = self.running_per_student, self.queued_per_student
+        if r_cap is None and q_cap is None:
+            return
+        total_cap = (r_cap if r_cap is not None else running) + (q_cap if q_cap is not None
+                                                                else queued + 1)
+        if running + queued >= total_cap:
+            raise ClassroomError(
+                f"You already have {running} run(s) running and {queued} waiting, the most "
+                f"this classroom allows ({r_cap if r_cap is not None else 'any'} running, "
+                f"{q_cap if q_cap is not None else 'any'} waiting); stop one or wait for it "
+                "to finish.")
+
+
+def _as_dict(cfg) -> dict:
+    if isinstance(cfg, dict):
+        return cfg
+    import dataclasses
+    return dataclasses.asdict(cfg)
+
+
+def _err(path, text: str) -> ClassroomError:
+    return ClassroomError(f"Classroom settings {path}: {text}")
+
+
+def parse(text: str, path: str | None = "<text>") -> Classroom:
+    """Validate the TOML text of a settings file; every mistake is one clear sentence."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _err(path, f"not valid TOML ({e}); fix that line.") from None
+    for section, value in data.items():
+        if section not in SECTIONS:
+            raise _err(path, f"unknown section [{section}]; use [classroom], [locked] and "
+                             "[caps].")
+        if not isinstance(value, dict):
+            raise _err(path, f"{section} must be a [{section}] table, not a value.")
+        allowed = SECTIONS[section]
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    raise _err(path, f"unknown key {key!r} in [{section}]; use one of "
+                                     f"{', '.join(sorted(allowed))}.")
+    top = data.get("classroom", {})
+    title = top.get("title", Classroom.title)
+    if not isinstance(title, str) or len(title) > 200:
+        raise _err(path, "title must be a short string.")
+    presets = top.get("presets")
+    if presets is not None:
+        if not isinstance(presets, list) or not presets or not all(
+                isinstance(p, str) for p in presets):
+            raise _err(path, "presets must be a non-empty list of preset names.")
+        unknown = [p for p in presets if p not in PRESETS]
+        if unknown:
+            raise _err(path, f"unknown preset(s) {', '.join(map(repr, unknown))}; choose "
+                             f"from {', '.join(PRESETS)}.")
+        presets = tuple(presets)
+    corpora = top.get("corpora")
+    if corpora is not None:
+        if not isinstance(corpora, list) or not corpora or not all(
+                isinstance(c, str) and c for c in corpora):
+            raise _err(path, "corpora must be a non-empty list of corpus names.")
+        corpora = tuple(corpora)
+    locked = dict(data.get("locked", {}))
+    for key, value in locked.items():
+        if key not in MODEL_FIELDS | TRAIN_FIELDS:
+            raise _err(path, f"[locked] names {key!r}, which is not a model or training "
+                             "setting.")
+        if isinstance(value, (dict, list)):
+            raise _err(path, f"[locked] {key} must be a single value, not a "
+                             f"{type(value).__name__}.")
+    if locked:
+        try:  # the locked values must make a valid config on their own
+            build_configs(None, dict(locked))
+        except ConfigError as e:
+            raise _err(path, f"[locked] holds a value that cannot work: {e}") from None
+    caps: dict[str, float] = {}
+    for key, value in data.get("caps", {}).items():
+        integer = CAPS[key][1]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                integer and not isinstance(value, int)):
+            raise _err(path, f"[caps] {key} must be a {'whole ' if integer else ''}number, "
+                             f"not {value!r}.")
+        minimum = 0 if key == "queued_per_student" else 1
+        if value < minimum:
+            raise _err(path, f"[caps] {key} must be at least {minimum}, not {value!r}.")
+        caps[key] = value
+    for key, value in locked.items():
+        if key in caps and isinstance(value, (int, float)) and value > caps[key]:
+            raise _err(path, f"[locked] {key} = {value} is over its own cap of {caps[key]}.")
+    return Classroom(path=path, title=title, presets=presets, corpora=corpora,
+                     locked=locked, caps=caps)
+
+
+def load(path: str | os.PathLike) -> Classroom:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ClassroomError(f"Classroom settings file {p} does not exist (named by "
+                             f"{ENV_CLASSROOM}); create it from classroom.example.toml or "
+                             "unset the variable.")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ClassroomError(f"Classroom settings file {p} cannot be read "
+                             f"({e.strerror or e}); check its permissions.") from None
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise _err(p, f"the file is {len(raw):,} bytes, more than a settings file needs; "
+                      "check that it is the right file.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _err(p, "not UTF-8 text; save it as UTF-8.") from None
+    return parse(text, str(p))
+
+
+_cache: dict[str, tuple[tuple, Classroom]] = {}
+_cache_lock = threading.Lock()
+
+
+def current() -> Classroom | None:
+    """The settings named by $LLAMA_LAB_CLASSROOM (reloaded when the file changes), or
+    None when classroom mode is off. A broken file raises ClassroomError: better no run
+    than a run the teacher meant to forbid."""
+    path = os.environ.get(ENV_CLASSROOM, "").strip()
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    with _cache_lock:
+        hit = _cache.get(path)
+        if hit is not None and stamp is not None and hit[0] == stamp:
+            return hit[1]
+    settings = load(path)
+    with _cache_lock:
+        _cache[path] = (stamp, settings)
+    return settings
+
+
+def check_submit(model, train, owner: str | None = None, running: int = 0,
+                 queued: int = 0) -> None:
+    """Apply the current classroom's limits to a run about to be created (no-op when
+    classroom mode is off)."""
+    settings = current()
+    if settings is None:
+        return
+    settings.check_run(model, train)
+    settings.check_owner(owner, running, queued)
+
+
+def running_cap() -> int | None:
+    """Per-student cap on runs holding a slot, for claim_next; None without one."""
+    try:
+        settings = current()
+    except UserError:
+        return None
+    return None if settings is None else settings.running_per_student
+
+
+# --- The queue, and what the class found ------------------------------------------------
+
+def variant_key(run, by: str = "name") -> str:
+    """How a run is pooled with its classmates' runs: by its name, or by its config
+    without the seed (so two students who built the same model pool their seeds)."""
+    if by == "name":
+        return run.name
+    import json
+    model = dict(run.model_config)
+    train = {k: v for k, v in run.train_config.items()
+             if k not in ("seed", "threads", "device")}
+    return json.dumps({"model": model, "train": train}, sort_keys=True)
+
+
+def class_findings(runs, by: str = "name") -> list[dict]:
+    """The class's seeds pooled into one distribution per variant: ablation.summarize
+    over every finished run, grouped ``by`` name or by config. Seeds pair variants with
+    the baseline as in an ablation; two classmates' runs with the same seed in one
+    variant both count (the second gets a pooled seed of its own)."""
+    from .ablation import summarize
+    pooled = []
+    labels: dict[str, str] = {}
+    seen: dict[str, set] = {}
+    for i, run in enumerate(runs):
+        if run.status not in ("finished", "stopped") or run.final_val_loss is None:
+            continue
+        key = variant_key(run, by)
+        label = labels.setdefault(key, run.name if by == "name" else
+                                  f"{run.name} #{len(labels) + 1}")
+        seed = run.seed if run.seed is not None else 1_000_000 + i
+        if seed in seen.setdefault(label, set()):
+            seed = 1_000_000 + i  # a classmate used this seed too: count both runs
+        seen[label].add(seed)
+        pooled.append({"name": label, "seed": seed, "status": run.status,
+                       "final_val_loss": run.final_val_loss, "params": run.params})
+    rows = summarize(pooled)
+    for row in rows:
+        row["runs"] = row.pop("seeds")
+    return rows
+
+
+__all__ = ["Classroom", "ClassroomError", "ENV_CLASSROOM", "load", "parse", "current",
+           "check_submit", "running_cap", "class_findings", "variant_key"]

@@ -1,0 +1,160 @@
+"""Classroom mode: the settings file, limits enforced where runs are created, fair
+queueing across students, and the class's pooled findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llama_core import classroom
+from llama_core.classroom import ClassroomError, class_findings, parse
+from llama_core.config import build_configs
+from llama_core.runs import RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = dict(context_window=16, d_model=32, n_layers=1, n_heads=2, steps=20)
+
+
+def cfg(**changes):
+    return build_configs("tiny", {**TINY, **changes})
+
+
+@pytest.fixture
+def room(tmp_path, monkeypatch, runs_dir):
+    """Write a settings file, name it in LLAMA_LAB_CLASSROOM, return a store."""
+    def make(text: str) -> RunStore:
+        path = tmp_path / "classroom.toml"
+        path.write_text(text)
+        monkeypatch.setenv(classroom.ENV_CLASSROOM, str(path))
+        return RunStore(runs_dir / "runs.db")
+    return make
+
+
+def test_example_settings_file_is_valid():
+    settings = classroom.load(REPO / "classroom.example.toml")
+    assert settings.presets and settings.caps["running_per_student"] >= 1
+    model, train = build_configs(settings.presets[0], dict(settings.locked))
+    # the example's first preset, with its locks, is a run a student may start (or the
+    # only violations are caps a student would lower in the form)
+    for problem in settings.violations(model, train):
+        assert "cap" in problem or "time_budget" in problem
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[classroom\n", "not valid TOML"),
+    ("[students]\nx = 1\n", "unknown section [students]"),
+    ("[caps]\nd_model = 'big'\n", "[caps] d_model must be a whole number"),
+    ("[caps]\nd_model = 0\n", "at least 1"),
+    ("[caps]\nwidth = 64\n", "unknown key 'width' in [caps]"),
+    ("[classroom]\npresets = ['gpt5']\n", "unknown preset(s) 'gpt5'"),
+    ("[classroom]\npresets = []\n", "non-empty list"),
+    ("[locked]\nlearning = 0.1\n", "not a model or training setting"),
+    ("[locked]\nnorm = 'batchnorm'\n", "cannot work"),
+    ("[locked]\nd_model = 256\n[caps]\nd_model = 128\n", "over its own cap"),
+    ("caps = 3\n", "must be a [caps] table"),
+])
+def test_bad_settings_give_one_clear_sentence(text, needle):
+    with pytest.raises(ClassroomError) as e:
+        parse(text, "room.toml")
+    msg = str(e.value)
+    assert needle in msg and msg.startswith("Classroom settings room.toml:")
+    assert "Traceback" not in msg and "\n" not in msg
+
+
+def test_missing_and_binary_settings_file(tmp_path):
+    with pytest.raises(ClassroomError, match="does not exist"):
+        classroom.load(tmp_path / "nope.toml")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00caps")
+    with pytest.raises(ClassroomError, match="not UTF-8"):
+        classroom.load(tmp_path / "bin.toml")
+
+
+def test_violations_one_sentence_each():
+    settings = parse("[locked]\ndevice = 'cpu'\n[caps]\nd_model = 64\nn_layers = 2\n"
+                     "steps = 100\n[classroom]\ncorpora = ['shakespeare']\n")
+    model, train = cfg(d_model=128, n_layers=4, steps=500, device="auto",
+                       corpus="tinyshakespeare")
+    problems = settings.violations(model, train)
+    assert len(problems) == 5, problems
+    assert any("device is locked by the teacher at 'cpu'" in p for p in problems)
+    assert any("d_model = 128 is over this classroom's cap of 64" in p for p in problems)
+    assert any("corpus 'tinyshakespeare' is not open" in p for p in problems)
+    assert settings.violations(*cfg(d_model=64, n_layers=2, steps=100, device="cpu")) == []
+
+
+def test_classroom_off_limits_nothing(runs_dir, monkeypatch):
+    monkeypatch.delenv(classroom.ENV_CLASSROOM, raising=False)
+    store = RunStore(runs_dir / "runs.db")
+    for _ in range(5):
+        store.create_run(*cfg(d_model=512, n_heads=8), owner="s-a")
+    assert len(store.list_runs()) == 5
+
+
+def test_limits_enforced_at_create_run(room):
+    store = room("[caps]\nd_model = 64\nrunning_per_student = 1\nqueued_per_student = 2\n")
+    with pytest.raises(ClassroomError, match="d_model = 128 is over"):
+        store.create_run(*cfg(d_model=128), owner="s-a")
+    ids = [store.create_run(*cfg(), owner="s-a") for _ in range(3)]  # 1 running + 2 queued
+    with pytest.raises(ClassroomError, match="already have 0 run.s. running and 3 waiting"):
+        store.create_run(*cfg(), owner="s-a")
+    store.create_run(*cfg(), owner="s-b")  # a classmate is not blocked
+    store.create_run(*cfg(), owner=None)  # nor the teacher's command line
+    store.finish_run(ids[0], "finished", None)
+    store.create_run(*cfg(), owner="s-a")  # a finished run frees a place
+    assert len(store.list_runs()) == 6
+
+
+def test_broken_settings_file_refuses_runs(room):
+    store = room("[caps\n")
+    with pytest.raises(ClassroomError, match="not valid TOML"):
+        store.create_run(*cfg(), owner="s-a")
+    assert store.list_runs() == []
+
+
+def test_fair_queue_round_robin_across_owners(runs_dir, monkeypatch):
+    monkeypatch.delenv(classroom.ENV_CLASSROOM, raising=False)
+    store = RunStore(runs_dir / "runs.db")
+    hog = [store.create_run(*cfg(), owner="s-hog") for _ in range(4)]
+    other = store.create_run(*cfg(), owner="s-other")
+    late = store.create_run(*cfg(), owner="s-late")
+    order = []
+    for i in range(6):  # one slot: claim, start, finish, repeat
+        rid = store.claim_next(100 + i, limit=1)
+        assert store.claim_next(200 + i, limit=1) is None  # the slot is taken
+        store.mark_running(rid, 100 + i, "cpu")
+        store.finish_run(rid, "finished", None)
+        order.append(rid)
+    assert order[0] == hog[0]
+    assert set(order[1:3]) == {other, late}  # classmates go before the hog's second run
+    assert order[3:] == hog[1:]
+    assert len(set(order)) == 6
+
+
+def test_fair_queue_per_owner_running_cap(room):
+    store = room("[caps]\nrunning_per_student = 1\nqueued_per_student = 5\n")
+    a = [store.create_run(*cfg(), owner="s-a") for _ in range(3)]
+    b = store.create_run(*cfg(), owner="s-b")
+    assert store.claim_next(1, limit=4) == a[0]
+    assert store.claim_next(2, limit=4) == b
+    assert store.claim_next(3, limit=4) is None  # free slots, but s-a already holds one
+    store.mark_running(a[0], 1, "cpu")
+    store.finish_run(a[0], "finished", None)
+    assert store.claim_next(4, limit=4) == a[1]
+
+
+def test_class_findings_pool_seeds_across_students(runs_dir):
+    store = RunStore(runs_dir / "runs.db")
+    losses = {("baseline", 0): 2.0, ("baseline", 1): 2.2, ("no-rope", 0): 2.5,
+              ("no-rope", 1): 2.6}
+    for owner in ("s-a", "s-b"):
+        for (name, seed), loss in losses.items():
+            rid = store.create_run(*cfg(seed=seed), name=name, owner=owner)
+            store.finish_run(rid, "finished", {"final_val_loss": loss + (owner == "s-b") * 0.1})
+    store.create_run(*cfg(), name="baseline", owner="s-c")  # still queued: not counted
+    rows = {r["variant"]: r for r in class_findings(store.list_runs())}
+    assert rows["baseline"]["runs"] == 4 and rows["no-rope"]["runs"] == 4
+    assert rows["baseline"]["mean"] == pytest.approx(2.15)
+    assert rows["no-rope"]["diff_vs_baseline"] > 0
+    by_config = class_findings(store.list_runs(), by="config")
+    assert len(by_config) == 1 and by_config[0]["runs"] == 8  # same config, names differ
