@@ -64,8 +64,8 @@ def cmd_train(args) -> int:
     if args.run_id:  # a job the manager queued: the configs are in the store
         return execute_run(store.path, args.run_id, progress=not args.json)
     model_cfg, train_cfg = _configs_from_args(args)
-    from .data import load_corpus
-    load_corpus(train_cfg.corpus).check_context(model_cfg.context_window)  # fail before
+    from .train import as_trained
+    model_cfg = as_trained(model_cfg, train_cfg)  # a bad corpus fails before a run exists
     run_id = store.create_run(model_cfg, train_cfg, name=args.name, pid=os.getpid())
     code = execute_run(store.path, run_id, progress=not args.json)
     run = store.get_run(run_id)

@@ -66,6 +66,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def as_trained(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
+    """The model config as it will train: the vocabulary size taken from the corpus,
+    whose context length is checked. Recording this (not the default 65) keeps stored
+    parameter and FLOP counts true; a bad corpus is refused before anything is queued."""
+    corpus = load_corpus(train_cfg.corpus)
+    corpus.check_context(model_cfg.context_window)
+    return dataclasses.replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
+
+
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine decay from lr to min_lr as
     ``progress`` (0..1, of steps or of the time budget) runs out."""
