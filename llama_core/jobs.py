@@ -404,6 +404,8 @@ class JobManager:
                  else validate_train(train_cfg))
         if self._closing:
             raise RuntimeError("this JobManager has been shut down")
+        from .train import as_trained
+        model = as_trained(model, train)
         run_id = self.store.create_run(model, train, name=name, group=group, owner=owner)
         with self._lock:
             self._start_queued()
