@@ -22,6 +22,7 @@ PAGES = [
     ("views/ablate.py", "Ablations", ":material/science:"),
     ("views/ladder.py", "The ladder", ":material/stairs:"),
     ("views/pitfalls.py", "Pitfalls", ":material/bug_report:"),
+    ("views/teacher.py", "Teacher", ":material/school:"),
 ]
 
 

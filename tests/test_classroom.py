@@ -158,3 +158,86 @@ def test_class_findings_pool_seeds_across_students(runs_dir):
     assert rows["no-rope"]["diff_vs_baseline"] > 0
     by_config = class_findings(store.list_runs(), by="config")
     assert len(by_config) == 1 and by_config[0]["runs"] == 8  # same config, names differ
+
+
+# --- The Teacher page under AppTest, with real finished runs -------------------------
+
+@pytest.fixture(scope="module")
+def room_runs(tmp_path_factory):
+    """Two students' tiny runs: baseline and no-rope, seeds 0 and 1 (8 runs)."""
+    import os
+    import types
+
+    from llama_core.jobs import execute_run
+    from runs_fixtures import TINY as TINY_RUN
+
+    path = tmp_path_factory.mktemp("teacher-page-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLAMA_LAB_RUNS", str(path))
+        mp.delenv(classroom.ENV_CLASSROOM, raising=False)
+        store = RunStore(path / "llama_lab.db")
+        ids = {}
+        for owner in ("s-ann", "s-bob"):
+            for name, changes in {"baseline": {}, "no-rope": {"pos": "none"}}.items():
+                for seed in (0, 1):
+                    model, train = build_configs("tiny", {**TINY_RUN, **changes,
+                                                          "steps": 10, "eval_interval": 5,
+                                                          "seed": seed})
+                    rid = store.create_run(model, train, name=name, owner=owner,
+                                           pid=os.getpid())
+                    assert execute_run(store.path, rid) == 0
+                    ids[(owner, name, seed)] = rid
+        yield types.SimpleNamespace(store=store, ids=ids, path=path)
+        import ui.state
+        ui.state._manager_for(str(path)).shutdown(stop_runs=True, timeout=30)
+        ui.state._manager_for.clear()
+
+
+def open_teacher(room_runs, ids=()):
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    at.switch_page("views/teacher.py")
+    if ids:
+        at.query_params["runs"] = list(ids)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_teacher_page_lists_the_room_and_pools_the_class(room_runs, monkeypatch):
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    at = open_teacher(room_runs)
+    frames = [d.value for d in at.dataframe]
+    room = next(f for f in frames if "owner" in f.columns)
+    assert len(room) == 8 and set(room["owner"]) == {"s-ann", "s-bob"}
+    found = next(f for f in frames if "variant" in f.columns).set_index("variant")
+    assert found.loc["baseline", "runs"] == 4 and found.loc["no-rope", "runs"] == 4
+    assert "t_class" in [c.key for c in at.get("plotly_chart")] or at.get("plotly_chart")
+
+
+def test_predict_then_reveal_then_export(room_runs, monkeypatch):
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    a, b = room_runs.ids[("s-ann", "baseline", 0)], room_runs.ids[("s-ann", "no-rope", 0)]
+    at = open_teacher(room_runs, [a, b])
+    assert at.multiselect(key="runs").value == [a, b]
+    assert at.button(key="t_reveal").disabled  # no peeking before a prediction
+    n_charts = len(at.get("plotly_chart"))
+    at.radio(key=f"t_guess:{a},{b}").set_value(a).run()
+    at.button(key="t_reveal").click().run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == n_charts + 1
+    assert (at.success or at.warning)
+    winner = min((room_runs.store.get_run(r) for r in (a, b)), key=lambda r: r.final_val_loss)
+    shown = (at.success or at.warning)[0].value
+    assert winner.id in shown
+    at.button(key="t_prepare").click().run()
+    assert not at.exception
+    assert at.get("download_button")
+
+
+def test_teacher_page_with_a_malicious_link(room_runs, monkeypatch):
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    at = open_teacher(room_runs, ["../../etc/passwd", "<script>"])
+    assert at.warning and "not in this run store" in at.warning[0].value

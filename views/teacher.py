@@ -1,0 +1,170 @@
+"""Teacher: every run in the room, what the class found, predict-then-reveal, and a
+comparison exported as one self-contained HTML report.
+
+- The classroom settings in force ($LLAMA_LAB_CLASSROOM), or why they cannot be used.
+- All runs: owner (browser session), status, config in brief, loss; refreshed while any
+  run is going.
+- "What did the class find?": every finished run pooled into one distribution per
+  variant (by run name, or by identical config), with each run as a dot.
+- Predict which curve wins: pick runs (kept in the URL, ?runs=...), everyone picks a
+  prediction, then reveal the curves and the winner.
+- Share and export: a link that reopens the comparison, and an HTML download.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from llama_core import classroom
+from llama_core.errors import UserError
+from llama_core.report import comparison_html, loss_figure
+from ui import state
+
+st.title("Teacher")
+st.caption("The whole room at a glance: every run, what the class found, and a "
+           "comparison to predict, reveal and share.")
+
+try:
+    settings = classroom.current()
+except UserError as e:
+    settings = None
+    st.error(f"{e} Until it is fixed, no new run can be started.")
+if settings is not None:
+    caps = ", ".join(f"{k} ≤ {v:g}" for k, v in settings.caps.items()) or "none"
+    locked = ", ".join(f"{k} = {v!r}" for k, v in settings.locked.items()) or "none"
+    st.info(f"**{settings.title}** ({settings.path}). Presets: "
+            f"{', '.join(settings.presets) if settings.presets else 'all'}. Locked: {locked}. "
+            f"Caps: {caps}.")
+elif not os.environ.get(classroom.ENV_CLASSROOM):
+    st.caption(f"Classroom mode is off: set {classroom.ENV_CLASSROOM} to a settings file "
+               "(see classroom.example.toml) to cap model sizes and runs per student.")
+
+store = state.store()
+
+
+def brief(run) -> str:
+    m, t = run.model_config, run.train_config
+    return (f"{m.get('n_layers')}×{m.get('d_model')} ctx {m.get('context_window')} "
+            f"{m.get('norm')}/{m.get('pos')}/{m.get('ffn')}"
+            + ("" if m.get("causal", True) else " non-causal")
+            + f", {t.get('steps')} steps" + (f", {t.get('time_budget'):g} s"
+                                              if t.get("time_budget") else ""))
+
+
+def runs_frame(runs) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "id": r.id, "owner": r.owner or "(command line)", "name": r.name, "seed": r.seed,
+        "status": r.status, "config": brief(r), "steps": r.steps,
+        "val loss": r.final_val_loss, "train loss": r.final_train_loss,
+        "error": r.error or ""} for r in runs])
+
+
+@st.fragment(run_every=2.0 if any(r.active for r in store.list_runs(limit=200)) else None)
+def room() -> None:
+    runs = store.list_runs(limit=500)
+    owners = {r.owner for r in runs}
+    going = sum(r.active for r in runs)
+    a, b, c = st.columns(3)
+    a.metric("Runs", len(runs))
+    b.metric("Students", len(owners - {None}))
+    c.metric("Running or queued", going)
+    if runs:
+        st.dataframe(runs_frame(runs), hide_index=True, width="stretch", height=320)
+    else:
+        st.info("No runs yet: students start them on the Build & train page.")
+
+
+st.subheader("All runs in the room")
+room()
+
+# --- What did the class find? ---------------------------------------------------------
+
+st.subheader("What did the class find?")
+by = st.segmented_control("Pool runs by", ["name", "config"], default="name", key="t_by",
+                          help="name: runs with the same name are one variant. config: "
+                               "runs with identical settings (seed aside) are one variant.")
+finished = [r for r in store.list_runs(status=("finished", "stopped"))
+            if r.final_val_loss is not None]
+if not finished:
+    st.info("Once runs finish, their final losses are pooled here, one distribution per "
+            "variant.")
+else:
+    rows = classroom.class_findings(finished, by=by or "name")
+    table = pd.DataFrame(rows)[["variant", "runs", "mean", "ci95", "diff_vs_baseline",
+                                "diff_ci95", "verdict"]]
+    st.dataframe(table.rename(columns={"mean": "mean val loss", "ci95": "± 95%",
+                                       "diff_vs_baseline": "vs baseline",
+                                       "diff_ci95": "± 95% (diff)"}),
+                 hide_index=True, width="stretch")
+    fig = go.Figure()
+    keys = {}
+    for r in finished:
+        keys.setdefault(classroom.variant_key(r, by or "name"), []).append(r)
+    for i, (key, group) in enumerate(keys.items()):
+        name = group[0].name if (by or "name") == "name" else f"{group[0].name} #{i + 1}"
+        fig.add_trace(go.Box(y=[r.final_val_loss for r in group], name=name[:40],
+                             boxpoints="all", jitter=0.4, pointpos=0,
+                             text=[f"{r.id} · {r.owner or 'cli'} · seed {r.seed}"
+                                   for r in group], hoverinfo="y+text"))
+    fig.update_layout(yaxis_title="final validation loss", template="plotly_white",
+                      height=380, showlegend=False, margin=dict(t=20))
+    st.plotly_chart(fig, key="t_class", width="stretch")
+
+# --- Predict, reveal, share -----------------------------------------------------------
+
+st.subheader("Predict which curve wins")
+known = {r.id: r for r in store.list_runs(limit=500)}
+requested = [r for r in st.query_params.get_all("runs") if r]
+missing = [r for r in requested if r not in known]
+if missing:
+    st.warning(f"The link names run(s) {', '.join(repr(m[:40]) for m in missing)} that are "
+               "not in this run store, so they are left out.")
+chosen = st.multiselect("Runs to compare (by id)", list(known), key="runs",
+                        bind="query-params",
+                        help="The ids go into this page's address: share it to share the "
+                             "comparison.")
+if len(chosen) < 2:
+    st.info("Pick two or more runs; the class predicts which ends with the lowest "
+            "validation loss, then you reveal the curves.")
+    st.stop()
+
+runs = [known[r] for r in chosen]
+reveal_key = "t_revealed:" + ",".join(chosen)
+labels = {r.id: f"{r.name} ({r.id})" for r in runs}
+for r in runs:
+    st.markdown(f"- **{labels[r.id]}**: {brief(r)}")
+guess = st.radio("Which run will end with the lowest validation loss?", chosen, index=None,
+                 format_func=labels.get, key="t_guess:" + ",".join(chosen))
+if st.button("Reveal", type="primary", disabled=guess is None, key="t_reveal"):
+    st.session_state[reveal_key] = True
+if not st.session_state.get(reveal_key):
+    st.caption("Make a prediction first; the curves stay hidden until you reveal them.")
+else:
+    st.plotly_chart(loss_figure(store, runs, "val_loss"), key="t_curves", width="stretch")
+    done = [r for r in runs if r.final_val_loss is not None]
+    if done:
+        best = min(done, key=lambda r: r.final_val_loss)
+        msg = (f"Lowest final validation loss: **{labels[best.id]}** at "
+               f"{best.final_val_loss:.4f}.")
+        if len(done) < len(runs):
+            msg += " Some runs have not finished yet."
+        (st.success if guess == best.id else st.warning)(
+            msg + (" Your prediction was right." if guess == best.id else
+                   f" You predicted {labels.get(guess, guess)}."))
+
+query = "&".join(f"runs={r}" for r in chosen)
+st.markdown(f"Share: [this comparison on the Compare page](./compare?{query}) · "
+            f"[this view](./teacher?{query})")
+if st.button("Prepare HTML report", key="t_prepare"):
+    with state.user_errors():
+        st.session_state["t_report"] = (tuple(chosen), comparison_html(
+            store, chosen, title=f"Llama Lab: {', '.join(labels[r] for r in chosen)}"[:200]))
+prepared = st.session_state.get("t_report")
+if prepared and prepared[0] == tuple(chosen):
+    st.download_button("Download the report (one HTML file, opens offline)",
+                       prepared[1].encode("utf-8"), file_name="llama-lab-comparison.html",
+                       mime="text/html", key="t_download")
