@@ -368,6 +368,10 @@ class RunStore:
             tables = {r[0] for r in ro.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = ro.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError as e:  # readable bytes, but no way to use them
+            raise StoreError(f"{p} cannot be opened ({e}): the file or its folder is "
+                             "read-only or locked; make the runs folder writable for the "
+                             "server, or pass another --db path.") from None
         except sqlite3.DatabaseError:
             raise not_sqlite from None
         finally:
@@ -455,7 +459,19 @@ class RunStore:
         def attempt():
             with self._tx(conn):
                 return fn(conn)
-        return self._retry(attempt)
+        try:
+            return self._retry(attempt)
+        except sqlite3.OperationalError as e:
+            text = str(e).lower()
+            if "readonly" in text or "read-only" in text:
+                raise StoreError(f"The run database {self.path} is read-only, so nothing "
+                                 "can be saved; make the runs folder writable for the "
+                                 "server.") from None
+            if "full" in text or "disk i/o" in text:
+                raise StoreError(f"The run database {self.path} could not be written "
+                                 f"({e}): the disk is full or failing; free some space. "
+                                 "Runs already saved are kept.") from None
+            raise
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         conn = self._connect()
