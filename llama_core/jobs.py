@@ -70,6 +70,9 @@ ENV_THREADS = "LLAMA_LAB_THREADS"
 OOM_MESSAGE = "The run ran out of GPU memory; use a smaller batch_size, context_window or d_model."
 CPU_OOM_MESSAGE = ("The run ran out of memory; use a smaller batch_size, context_window "
                    "or d_model.")
+DISK_FULL_MESSAGE = ("The run could not save its files because the disk is full (or over "
+                     "its quota); free some space and start it again. The metrics up to "
+                     "then are kept.")
 PROCESS_LOG = "process.log"
 ERROR_LOG = "error.log"
 WORKER_LOG = "workers.log"
@@ -140,6 +143,19 @@ def _is_cuda_oom(e: BaseException) -> bool:
     if oom_type is not None and isinstance(e, oom_type):
         return True
     return isinstance(e, RuntimeError) and "CUDA out of memory" in str(e)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """No space left, a quota or a file-size limit hit while writing the run's files."""
+    import errno
+    codes = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in codes:
+            return True
+        if "No space left on device" in str(e) or "File too large" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _is_cpu_oom(e: BaseException) -> bool:
@@ -234,6 +250,8 @@ def execute_run(store_path: str | os.PathLike | None, run_id: str,
             return 130
         except Exception as e:
             _write_traceback(run_dir, e)
+            if _is_disk_full(e):
+                return fail(DISK_FULL_MESSAGE, 1)
             if _is_cuda_oom(e):
                 return fail(OOM_MESSAGE, 1)
             if _is_cpu_oom(e):
