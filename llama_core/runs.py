@@ -204,7 +204,9 @@ def _row_to_run(row: tuple) -> Run:
 def check_run_id(run_id: Any) -> str:
     """Refuse anything but a short lowercase id, so an id can name a folder safely."""
     if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
-        raise UserError(f"{run_id!r} is not a run id; use the id shown by "
+        shown = repr(run_id)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UserError(f"{shown} is not a run id; use the id shown by "
                         "`python -m llama_core runs list` (lowercase letters, digits, '-').")
     return run_id
 
