@@ -337,9 +337,9 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
 
     Columns name, type, input_shape, output_shape (tensor shapes as strings, first
     tensor of a tuple), params (scalars held directly by the module, so the column sums
-    to the model's total), note. wq, wk and wv are never called on their own (their
-    weights run as one fused matrix multiply), so they are listed under their attention
-    module with empty shapes and a note saying so. Containers (ModuleList) are left out.
+    to the model's total), note. wq, wk, wv (and SwiGLU's w1, w3) are never called on
+    their own (their weights run as one fused matrix multiply), so they are listed under
+    their parent module with empty shapes and a note saying so. Containers (ModuleList) are left out.
     """
     idx = _ids(model, idx)
     rows: dict[str, dict] = {}
@@ -376,8 +376,9 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
             continue
         note = "not called on its own"
         if isinstance(module, nn.Linear):
+            siblings = "w1/w3" if name.endswith(("w1", "w3")) else "q/k/v"
             note = (f"weight {tuple(module.weight.shape)} (out, in) runs inside the "
-                    f"parent's fused q/k/v matrix multiply")
+                    f"parent's fused {siblings} matrix multiply")
         row = dict(name=name, type=type(module).__name__, input_shape="", output_shape="",
                    params=own_params(module), note=note)
         parent = name.rsplit(".", 1)[0]

@@ -231,7 +231,8 @@ def test_module_shapes_lists_every_module_with_its_shapes():
     assert rows.loc["(model)", "output_shape"] == "(3, 7, 13)"
     assert rows.loc["tok_embeddings", "output_shape"] == "(3, 7, 16)"
     assert rows.loc["pos_embeddings", "output_shape"] == "(7, 16)"
-    assert rows.loc["layers.1.feed_forward.w1", "output_shape"] == f"(3, 7, {model.cfg.ffn_hidden})"
+    assert rows.loc["layers.1.feed_forward.w2", "input_shape"] == f"(3, 7, {model.cfg.ffn_hidden})"
+    assert "fused" in rows.loc["layers.1.feed_forward.w1", "note"]
     assert rows.loc["layers.0.attention", "output_shape"] == "(3, 7, 16)"
     assert "fused" in rows.loc["layers.0.attention.wq", "note"]
     assert int(df.params.sum()) == model.num_params()
