@@ -9,6 +9,7 @@ from pathlib import Path
 from llama_core.config import build_configs
 from llama_core.jobs import execute_run
 from llama_core.runs import RunStore
+from llama_core.train import as_trained
 
 TINY = {"steps": 30, "eval_interval": 10, "eval_batches": 2, "sample_chars": 40,
         "threads": 1, "batch_size": 8, "context_window": 16, "d_model": 32,
@@ -26,7 +27,7 @@ def train_tiny_runs(db_path: str | Path, variants: dict[str, dict] | None = None
         for seed in seeds:
             model, train = build_configs("tiny", {**TINY, **overrides, **changes,
                                                   "seed": seed})
-            run_id = store.create_run(model, train, name=name, group=group, pid=os.getpid())
+            run_id = store.create_run(as_trained(model, train), train, name=name, group=group, pid=os.getpid())
             assert execute_run(store.path, run_id) == 0, store.get_run(run_id).error
             ids.append(run_id)
     return ids

@@ -17,10 +17,11 @@ import torch
 from streamlit.errors import StreamlitAPIException
 
 from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, PRESETS, ModelConfig,
-                               TrainConfig, build_configs)
+                               TrainConfig, build_configs, model_from_dict)
 from llama_core.data import CharTokenizer, corpus_text, list_corpora
 from llama_core.errors import UserError
 from llama_core.runs import TERMINAL
+from llama_core.speed import estimate, mfu, peak_flops
 from ui import state
 from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure
 from ui.run_widgets import (config_dict, duration, live_progress, parameter_table,
@@ -209,11 +210,16 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
     table = parameter_table(model)
     total = int(table.loc[table["part"] == "total", "parameters"].iloc[0])
     fwd = float(table.loc[table["part"] == "total", "forward FLOPs per token"].iloc[0])
-    a, b = st.columns(2)
+    a, b, c = st.columns(3)
     a.metric("Parameters", f"{total:,}")
-    b.metric("Training FLOPs per token", si(3 * fwd),
-             help=f"Forward {si(fwd)} FLOPs per token; the backward pass costs about twice "
-                  "the forward, so training ≈ 3 × forward.")
+    b.metric("FLOPs per token", si(3 * fwd),
+             help=f"Training FLOPs per token. Forward {si(fwd)}; the backward pass "
+                  "costs about twice the forward, so training ≈ 3 × forward.")
+    guess = estimate(model, train, target_device(train), past_speeds(target_device(train)))
+    c.metric("Estimated time", duration(guess["seconds"]),
+             help=f"About {guess['tokens_per_s']:,.0f} tokens/s on this device, predicted "
+                  f"from the FLOP/s that earlier runs reached ({guess['basis']}); "
+                  "evaluations add a little.")
     shown = table.drop(columns=["part"])
     shown["forward FLOPs per token"] = [
         "—" if f is None or f != f else si(f) for f in table["forward FLOPs per token"]]
@@ -250,6 +256,26 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
                    "wq, wk and wv run inside one fused matrix multiply, so they have no "
                    "shapes of their own (see the note). Computed on PyTorch's meta device: "
                    "exact shapes, no weights, no arithmetic.")
+
+
+def target_device(train: TrainConfig) -> str:
+    """What "auto" will pick, named as the store names devices."""
+    if train.device == "cpu" or not cuda_available():
+        return "cpu"
+    return torch.cuda.get_device_name()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def past_speeds(device: str) -> list[tuple[ModelConfig, float]]:
+    """(config, measured tokens/s) of recent finished runs on this device."""
+    out = []
+    for run in state.store().list_runs(status="finished", limit=50):
+        if run.tokens_per_s and (run.device or "") == device:
+            try:
+                out.append((model_from_dict(run.model_config), run.tokens_per_s))
+            except UserError:
+                continue
+    return out
 
 
 def launch(model: ModelConfig, train: TrainConfig) -> None:
@@ -308,6 +334,15 @@ def final_numbers(run) -> None:
              "training tokens (characters) per second"),
             ("Parameters", f"{run.params:,}" if run.params else "—", "scalars"),
             ("Device", run.device or "—", None)]
+    utilisation = None
+    if run.tokens_per_s and run.device:
+        try:
+            utilisation = mfu(run.tokens_per_s, model_from_dict(run.model_config), run.device)
+        except UserError:
+            pass
+    rows.append(("Model FLOPs utilisation", f"{utilisation:.0%}" if utilisation else "—",
+                 f"percent of {peak_flops(run.device or 'cpu')[1]} (achieved training "
+                 "FLOP/s ÷ that peak)"))
     for start in range(0, len(rows), 4):
         for col, (label, value, help_) in zip(st.columns(4), rows[start:start + 4]):
             col.metric(label, value, help=f"in {help_}" if help_ else None)
