@@ -261,6 +261,17 @@ def check_submit(model, train, owner: str | None = None, running: int = 0,
     settings.check_owner(owner, running, queued)
 
 
+def offered_presets(names=None) -> list[str]:
+    """The presets a page should offer: the classroom's list, or all of them when
+    classroom mode is off (or its file is broken: create_run says why at launch)."""
+    try:
+        settings = current()
+    except UserError:
+        settings = None
+    names = list(PRESETS) if names is None else list(names)
+    return names if settings is None else settings.allowed_presets(names)
+
+
 def running_cap() -> int | None:
     """Per-student cap on runs holding a slot, for claim_next; None without one."""
     try:
@@ -312,4 +323,4 @@ def class_findings(runs, by: str = "name") -> list[dict]:
 
 
 __all__ = ["Classroom", "ClassroomError", "ENV_CLASSROOM", "load", "parse", "current",
-           "check_submit", "running_cap", "class_findings", "variant_key"]
+           "check_submit", "running_cap", "offered_presets", "class_findings", "variant_key"]

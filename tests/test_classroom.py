@@ -241,3 +241,13 @@ def test_teacher_page_with_a_malicious_link(room_runs, monkeypatch):
     monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
     at = open_teacher(room_runs, ["../../etc/passwd", "<script>"])
     assert at.warning and "not in this run store" in at.warning[0].value
+
+
+def test_offered_presets_follow_the_settings(room, monkeypatch):
+    room("[classroom]\npresets = ['kitano', 'tiny']\n")
+    assert classroom.offered_presets() == [p for p in classroom.PRESETS
+                                           if p in ("kitano", "tiny")]
+    room("[caps\n")  # broken: offer everything, create_run will say why
+    assert classroom.offered_presets() == list(classroom.PRESETS)
+    monkeypatch.delenv(classroom.ENV_CLASSROOM)
+    assert classroom.offered_presets() == list(classroom.PRESETS)
