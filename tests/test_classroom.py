@@ -251,3 +251,21 @@ def test_offered_presets_follow_the_settings(room, monkeypatch):
     assert classroom.offered_presets() == list(classroom.PRESETS)
     monkeypatch.delenv(classroom.ENV_CLASSROOM)
     assert classroom.offered_presets() == list(classroom.PRESETS)
+
+
+def test_command_line_obeys_the_classroom(tmp_path):
+    import subprocess
+    import sys
+    settings = tmp_path / "room.toml"
+    settings.write_text("[caps]\nd_model = 64\n[locked]\nnorm = 'rmsnorm'\n")
+    env = {**__import__("os").environ, classroom.ENV_CLASSROOM: str(settings),
+           "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "llama_core", "train", "--preset", "tiny",
+                        "--set", "d_model=128", "--set", "norm=layernorm", "--db",
+                        str(tmp_path / "runs.db")], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "norm is locked by the teacher" in lines[0] and "d_model = 128" in lines[0]
+    assert RunStore(tmp_path / "runs.db").list_runs() == []
