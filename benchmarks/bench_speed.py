@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llama_core.config import build_configs
 from llama_core.data import load_corpus
 from llama_core.inspect import flops_per_token
+from llama_core.speed import measured_matmul_flops
 from llama_core.train import train
 
 VARIANTS = {
@@ -33,17 +33,6 @@ VARIANTS = {
     "gpt-style (layernorm, learned, gelu)": {"norm": "layernorm", "pos": "learned",
                                              "ffn": "gelu"},
 }
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """fp32 GFLOP/s of an n x n matrix multiply on this machine's CPU threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
 def main() -> None:
@@ -62,7 +51,7 @@ def main() -> None:
         except Exception:
             corpus_name = "shakespeare"
     corpus = load_corpus(corpus_name)
-    peak = matmul_gflops()
+    peak = measured_matmul_flops(n=1024, repeats=20) / 1e9
     print(f"corpus {corpus_name}; torch {torch.__version__}; {torch.get_num_threads()} "
           f"threads; fp32 matmul {peak:.0f} GFLOP/s")
     results = []

@@ -10,6 +10,7 @@ honest error bar.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
 from .config import ModelConfig, TrainConfig, build_configs
@@ -95,6 +96,19 @@ def submit_plan(manager, plan: list[PlannedRun], group: str | None = None,
     ids = [manager.submit(p.model, p.train, name=p.label, group=group, owner=owner)
            for p in plan]
     return group, ids
+
+
+def wait_for(store, run_ids: list[str], poll_s: float = 0.5, on_wait=None) -> None:
+    """Block until none of ``run_ids`` is queued or running; ``on_wait(done, total)``
+    is called between polls (for a progress line)."""
+    pending = set(run_ids)
+    while pending:
+        pending = {r for r in pending
+                   if store.get_run(r).status in ("queued", "running")}
+        if pending:
+            if on_wait:
+                on_wait(len(run_ids) - len(pending), len(run_ids))
+            time.sleep(poll_s)
 
 
 def summarize(runs, metric: str = "final_val_loss") -> list[dict]:

@@ -26,17 +26,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from .ablation import (BASELINE, STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan,
-                       variant_label)
-from .config import LADDER, PRESETS
+                       variant_label, wait_for)
+from .config import LADDER
 from .errors import UserError
 from .runs import METRIC_COLUMNS, REPO_ROOT, Run, RunNotFound, RunStore, check_run_id
 
@@ -341,15 +340,8 @@ def build(folder: str | os.PathLike | None = None, sections: Iterable[str] | Non
             _, ids = submit_plan(manager, p, group=s.group)
             ids_by_section[s.name] = ids
         all_ids = [i for ids in ids_by_section.values() for i in ids]
-        pending = set(all_ids)
-        while pending:
-            for run_id in list(pending):
-                if manager.store.get_run(run_id).status not in ("queued", "running"):
-                    pending.discard(run_id)
-            if pending:
-                log(f"  {total - len(pending)}/{total} runs done, "
-                    f"{time.perf_counter() - t0:.0f} s")
-                time.sleep(5.0)
+        wait_for(manager.store, all_ids, poll_s=5.0, on_wait=lambda done, n: log(
+            f"  {done}/{n} runs done, {time.perf_counter() - t0:.0f} s"))
         wall = time.perf_counter() - t0
         store = manager.store
         runs = {s.name: [store.get_run(i) for i in ids_by_section[s.name]]

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from .config import PRESETS, TRAIN_FIELDS, MODEL_FIELDS, build_configs
 from .errors import UserError

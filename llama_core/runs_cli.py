@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
-from .ablation import STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize
+from .ablation import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
+                       wait_for)
 from .errors import UserError
 
 LIST_COLUMNS = ("id", "name", "status", "seed", "steps", "final_val_loss", "wall_s", "device")
@@ -134,16 +134,12 @@ def cmd_sweep(args) -> int:
             if args.json:
                 print(json.dumps({"group": group, "run_ids": ids}))
             return 0
-        pending = set(ids)
-        while pending:
-            for run_id in list(pending):
-                if manager.store.get_run(run_id).status not in ("queued", "running"):
-                    pending.discard(run_id)
-            if pending:
-                if not args.json:
-                    sys.stderr.write(f"\r{len(ids) - len(pending)}/{len(ids)} runs done ")
-                    sys.stderr.flush()
-                time.sleep(0.5)
+        def progress(done: int, total: int) -> None:
+            if not args.json:
+                sys.stderr.write(f"\r{done}/{total} runs done ")
+                sys.stderr.flush()
+
+        wait_for(manager.store, ids, on_wait=progress)
         if not args.json:
             sys.stderr.write("\n")
     finally:

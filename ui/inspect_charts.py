@@ -87,7 +87,7 @@ def attention_grid(maps: Sequence[np.ndarray], chars: str, title: str, *,
     Built as plain dicts (no per-panel plotly validation): a 6 x 8 grid through
     make_subplots costs about 0.7 s of the page's 1 s budget, this about 0.05 s.
     """
-    L, H, T = len(maps), maps[0].shape[0], maps[0].shape[-1]
+    L, H = len(maps), maps[0].shape[0]
     panel = panel_px or int(min(240, max(110, 640 / H)))
     height = 150 + L * (panel + 30)
     cols = _grid_domains(H, 0.03)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import plotly.express as px
 import streamlit as st
 
