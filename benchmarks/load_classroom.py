@@ -65,6 +65,30 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_s(pids) -> float:
+    """User + system CPU seconds of these processes and their reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def chromium_processes() -> list[int]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"chromium" in Path(f"/proc/{pid}/cmdline").read_bytes()[:200]:
+                out.append(int(pid))
+        except OSError:
+            continue
+    return out
+
+
 def llama_processes() -> list[int]:
     """Training workers and runs (anything running llama_core but the server)."""
     out = []
@@ -178,6 +202,8 @@ class Session:
             self.error(f"{path}: {type(e).__name__}: {str(e).splitlines()[0]}")
             return False
         self.stats["page_s"].append(time.monotonic() - t0)
+        self.stats["by_path"].setdefault(path.split("?")[0] or "start", []).append(
+            time.monotonic() - t0)
         errs = await exceptions(page)
         if errs:
             self.error(f"{path}: Streamlit exception: {errs[0][:300]}")
@@ -271,11 +297,19 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         proc, url = start_server(runs, max_concurrent, settings, tmp / "server.log")
     store = RunStore(runs / "llama_lab.db")
     sampler = Sampler(proc.pid if proc else None, store)
-    stats = {"page_s": [], "errors": [], "launched": []}
+    stats = {"page_s": [], "errors": [], "launched": [], "by_path": {}}
     t0 = time.monotonic()
     try:
         sampler.start()
         rss_start = rss_kb(proc.pid) if proc else 0
+        server_cpu0 = cpu_s([proc.pid]) if proc else 0.0
+        self_cpu = [0.0]
+
+        def watch_browsers():  # chromium processes come and go: keep the last total
+            while not sampler.stop_event.is_set():
+                self_cpu[0] = max(self_cpu[0], cpu_s(chromium_processes()))
+                sampler.stop_event.wait(1.0)
+        threading.Thread(target=watch_browsers, daemon=True).start()
         # In a thread of its own: the caller may already run an event loop (pytest with
         # Playwright's sync API does).
         failure: list[BaseException] = []
@@ -291,6 +325,8 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         if failure:
             raise failure[0]
         driven_s = time.monotonic() - t0
+        server_cpu = (cpu_s([proc.pid]) - server_cpu0) if proc else 0.0
+        browser_cpu = self_cpu[0]
         deadline = time.monotonic() + finish_timeout
         while time.monotonic() < deadline:
             if not store.list_runs(status=("queued", "running")):
@@ -316,6 +352,11 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         "page_p50_s": round(statistics.median(pages), 2) if pages else None,
         "page_p95_s": round(percentile(pages, 0.95), 2) if pages else None,
         "page_max_s": round(max(pages), 2) if pages else None,
+        "page_p95_by_path_s": {k: round(percentile(v, 0.95), 2)
+                               for k, v in sorted(stats["by_path"].items())},
+        "cpu_s_while_browsing": {"server": round(server_cpu, 1),
+                                 "browsers": round(browser_cpu, 1),
+                                 "cores": os.cpu_count()},
         "errors": len(stats["errors"]), "error_samples": stats["errors"][:10],
         "runs_launched": len(launched), "runs_by_status": by_status,
         "runs_unfinished": sorted(r.id for r in runs_all
