@@ -40,7 +40,7 @@ CAPS = {
     "running_per_student": (None, True),
     "queued_per_student": (None, True),
 }
-SECTIONS = {"classroom": {"title", "presets", "corpora"}, "locked": None, "caps": set(CAPS)}
+SECTIONS = {"classroom": {"title", "presets", "corpora", "teacher_key"}, "locked": None, "caps": set(CAPS)}
 MAX_SETTINGS_BYTES = 64 * 1024
 
 
@@ -58,6 +58,14 @@ class Classroom:
     corpora: tuple[str, ...] | None = None  # None: any corpus
     locked: dict[str, Any] = field(default_factory=dict)
     caps: dict[str, float] = field(default_factory=dict)
+    teacher_key: str | None = field(default=None, repr=False)
+
+    def teacher_ok(self, given: str | None) -> bool:
+        """Does ``given`` open the Teacher page? (Always, when no key is set.)"""
+        if not self.teacher_key:
+            return True
+        import hmac
+        return hmac.compare_digest(str(given or "").encode(), self.teacher_key.encode())
 
     @property
     def running_per_student(self) -> int | None:
@@ -172,6 +180,10 @@ def parse(text: str, path: str | None = "<text>") -> Classroom:
                 isinstance(c, str) and c for c in corpora):
             raise _err(path, "corpora must be a non-empty list of corpus names.")
         corpora = tuple(corpora)
+    teacher_key = top.get("teacher_key")
+    if teacher_key is not None and (not isinstance(teacher_key, str)
+                                    or not 4 <= len(teacher_key) <= 200):
+        raise _err(path, "teacher_key must be a string of 4 to 200 characters.")
     locked = dict(data.get("locked", {}))
     for key, value in locked.items():
         if key not in MODEL_FIELDS | TRAIN_FIELDS:
@@ -200,7 +212,7 @@ def parse(text: str, path: str | None = "<text>") -> Classroom:
         if key in caps and isinstance(value, (int, float)) and value > caps[key]:
             raise _err(path, f"[locked] {key} = {value} is over its own cap of {caps[key]}.")
     return Classroom(path=path, title=title, presets=presets, corpora=corpora,
-                     locked=locked, caps=caps)
+                     locked=locked, caps=caps, teacher_key=teacher_key)
 
 
 def load(path: str | os.PathLike) -> Classroom:

@@ -269,3 +269,24 @@ def test_command_line_obeys_the_classroom(tmp_path):
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert "norm is locked by the teacher" in lines[0] and "d_model = 128" in lines[0]
     assert RunStore(tmp_path / "runs.db").list_runs() == []
+
+
+def test_teacher_key(room_runs, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    assert parse("[classroom]\nteacher_key = 'owl-42'\n").teacher_ok("owl-42")
+    assert not parse("[classroom]\nteacher_key = 'owl-42'\n").teacher_ok("owl")
+    assert parse("").teacher_ok(None)
+    with pytest.raises(ClassroomError, match="teacher_key must be"):
+        parse("[classroom]\nteacher_key = 7\n")
+    settings = tmp_path / "room.toml"
+    settings.write_text("[classroom]\nteacher_key = 'owl-42'\n")
+    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    at.switch_page("views/teacher.py")
+    at.run()
+    assert not at.exception and not at.dataframe  # nothing shown without the key
+    at.text_input(key="t_key").input("wrong").run()
+    assert at.error and not at.dataframe
+    at.text_input(key="t_key").input("owl-42").run()
+    assert not at.exception and any("owner" in d.value.columns for d in at.dataframe)

@@ -43,6 +43,15 @@ elif not os.environ.get(classroom.ENV_CLASSROOM):
     st.caption(f"Classroom mode is off: set {classroom.ENV_CLASSROOM} to a settings file "
                "(see classroom.example.toml) to cap model sizes and runs per student.")
 
+if settings is not None and settings.teacher_key:
+    key = st.text_input("Teacher key", type="password", key="t_key",
+                        help="Set as teacher_key in the classroom settings file.")
+    if not settings.teacher_ok(key):
+        if key:
+            st.error("That is not the teacher key; ask your teacher, or check "
+                     "teacher_key in the classroom settings file.")
+        st.stop()
+
 store = state.store()
 
 
