@@ -90,15 +90,19 @@ class Classroom:
             if values.get(key) != want:
                 out.append(f"{key} is locked by the teacher at {want!r} (this run asks "
                            f"for {values.get(key)!r}); set it back to {want!r}.")
+        budget = values.get("time_budget")
+        time_cap = self.caps.get("time_budget")
         for key, cap in self.caps.items():
             fname = CAPS[key][0]
             if fname is None:
                 continue
+            if fname == "steps" and budget is not None and time_cap is not None:
+                continue  # a run on the clock: the time cap bounds it, not its step cap
             v = values.get(fname)
             if fname == "time_budget" and v is None:
-                if values.get("steps") is not None and "steps" not in self.caps:
-                    out.append(f"This classroom limits runs to {cap:g} seconds; set "
-                               f"time_budget to at most {cap:g}.")
+                if "steps" not in self.caps:
+                    out.append(f"This classroom limits runs to {cap:g} seconds; set a "
+                               f"time budget of at most {cap:g} s.")
                 continue
             if v is not None and v > cap:
                 out.append(f"{fname} = {v:g} is over this classroom's cap of {cap:g}; "

@@ -34,11 +34,9 @@ def room(tmp_path, monkeypatch, runs_dir):
 def test_example_settings_file_is_valid():
     settings = classroom.load(REPO / "classroom.example.toml")
     assert settings.presets and settings.caps["running_per_student"] >= 1
-    model, train = build_configs(settings.presets[0], dict(settings.locked))
-    # the example's first preset, with its locks, is a run a student may start (or the
-    # only violations are caps a student would lower in the form)
-    for problem in settings.violations(model, train):
-        assert "cap" in problem or "time_budget" in problem
+    for name in settings.presets:  # every preset it offers can be launched as it is
+        model, train = build_configs(name)
+        assert settings.violations(model, train) == [], name
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -68,6 +66,16 @@ def test_missing_and_binary_settings_file(tmp_path):
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00caps")
     with pytest.raises(ClassroomError, match="not UTF-8"):
         classroom.load(tmp_path / "bin.toml")
+
+
+def test_time_and_step_caps():
+    settings = parse("[caps]\nsteps = 100\ntime_budget = 30\n")
+    assert settings.violations(*cfg(steps=10**6, time_budget=30.0)) == []  # on the clock
+    assert settings.violations(*cfg(steps=100)) == []
+    assert "time_budget = 60 is over" in settings.violations(*cfg(time_budget=60.0))[0]
+    assert "steps = 500 is over" in settings.violations(*cfg(steps=500))[0]
+    only_time = parse("[caps]\ntime_budget = 30\n")
+    assert "set a time budget of at most 30 s" in only_time.violations(*cfg(steps=50))[0]
 
 
 def test_violations_one_sentence_each():
