@@ -298,3 +298,17 @@ def test_teacher_key(room_runs, tmp_path, monkeypatch):
     assert at.error and not at.dataframe
     at.text_input(key="t_key").input("owl-42").run()
     assert not at.exception and any("owner" in d.value.columns for d in at.dataframe)
+
+
+def test_train_page_offers_only_the_classroom_presets(room_runs, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    settings = tmp_path / "room.toml"
+    settings.write_text("[classroom]\npresets = ['kitano', 'classroom']\n")
+    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    at.switch_page("views/train.py")
+    at.run()
+    assert not at.exception
+    box = at.selectbox(key="tr_preset")
+    assert box.options == ["kitano", "classroom"] and box.value == "kitano"  # PRESETS' order

@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 from streamlit.errors import StreamlitAPIException
 
+from llama_core.classroom import offered_presets
 from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, PRESETS, ModelConfig,
                                TrainConfig, build_configs, model_from_dict)
 from llama_core.data import CharTokenizer, corpus_text, list_corpora
@@ -99,8 +100,10 @@ def fill_from_preset() -> None:
 
 
 def ensure_controls() -> None:
-    if "tr_preset" not in st.session_state or st.session_state["tr_preset"] not in PRESETS:
-        st.session_state["tr_preset"] = DEFAULT_PRESET
+    offered = offered_presets()  # classroom mode may offer fewer presets
+    if st.session_state.get("tr_preset") not in offered:
+        st.session_state["tr_preset"] = (DEFAULT_PRESET if DEFAULT_PRESET in offered
+                                         else offered[0])
     if any(k not in st.session_state for k in (*FIELDS, "tr_budget", "tr_steps",
                                                "tr_seconds", "tr_device")):
         fill_from_preset()
@@ -117,7 +120,7 @@ KEEP = "session"  # controls keep their values when hidden or when the student l
 def controls() -> dict:
     """Draw every control; return the overrides for build_configs."""
     ss = st.session_state
-    st.selectbox("Start from a preset", list(PRESETS), key="tr_preset",
+    st.selectbox("Start from a preset", offered_presets(), key="tr_preset",
                  on_change=fill_from_preset, persist_state=KEEP,
                  help="Choosing a preset sets every control below to its values.")
     st.caption(PRESETS[ss["tr_preset"]].description)
