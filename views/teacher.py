@@ -14,6 +14,7 @@ comparison exported as one self-contained HTML report.
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -53,6 +54,11 @@ if settings is not None and settings.teacher_key:
         st.stop()
 
 store = state.store()
+
+
+def md(text) -> str:
+    """A student's text shown as itself in Markdown: no links, images or formatting."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
 
 
 def brief(run) -> str:
@@ -143,7 +149,7 @@ if len(chosen) < 2:
 
 runs = [known[r] for r in chosen]
 reveal_key = "t_revealed:" + ",".join(chosen)
-labels = {r.id: f"{r.name} ({r.id})" for r in runs}
+labels = {r.id: f"{md(r.name)} ({r.id})" for r in runs}
 for r in runs:
     st.markdown(f"- **{labels[r.id]}**: {brief(r)}")
 guess = st.radio("Which run will end with the lowest validation loss?", chosen, index=None,
@@ -171,7 +177,7 @@ st.markdown(f"Share: [this comparison on the Compare page](./compare?{query}) ·
 if st.button("Prepare HTML report", key="t_prepare"):
     with state.user_errors():
         st.session_state["t_report"] = (tuple(chosen), comparison_html(
-            store, chosen, title=f"Llama Lab: {', '.join(labels[r] for r in chosen)}"[:200]))
+            store, chosen, title=f"Llama Lab: {', '.join(known[r].name for r in chosen)}"[:200]))
 prepared = st.session_state.get("t_report")
 if prepared and prepared[0] == tuple(chosen):
     st.download_button("Download the report (one HTML file, opens offline)",
