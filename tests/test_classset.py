@@ -16,6 +16,7 @@ from llama_core import classset
 from llama_core.ablation import summarize
 from llama_core.config import LADDER, model_from_dict, to_dict, train_from_dict
 from llama_core.runs import RunStore
+from llama_core.train import as_trained
 
 FILES = ("manifest.json", "runs.json", "metrics.csv")
 
@@ -73,7 +74,8 @@ def test_it_holds_exactly_what_todays_plan_trains(cs):
         stored = sorted((r.name, r.seed, json.dumps(r.model_config, sort_keys=True),
                          json.dumps(r.train_config, sort_keys=True))
                         for r in cs.list_runs(group=section.group))
-        planned = sorted((p.label, p.seed, json.dumps(to_dict(p.model), sort_keys=True),
+        planned = sorted((p.label, p.seed,
+                          json.dumps(to_dict(as_trained(p.model, p.train)), sort_keys=True),
                           json.dumps(to_dict(p.train), sort_keys=True)) for p in plan)
         assert stored == planned, section.name
 
