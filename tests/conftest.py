@@ -45,6 +45,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and much faster than on two when other
+    work shares the two cores; restored afterwards so other test files are unaffected."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @contextlib.contextmanager
 def running_dashboard(runs: Path, log_name: str = "streamlit-server.log"):
     """`streamlit run dashboard.py` on a free loopback port with LLAMA_LAB_RUNS=runs;

@@ -25,14 +25,7 @@ COMBOS = list(itertools.product(("rmsnorm", "layernorm", "none"), ("rope", "lear
 TOK = CharTokenizer.from_text("abcdefghij \n.")  # 13 characters, matching vocab_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and much faster than on two when other
-    work shares the two cores; restored afterwards so other test files are unaffected."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> ModelConfig:

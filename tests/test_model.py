@@ -23,14 +23,7 @@ COMBOS = list(itertools.product(NORMS, POSES, FFNS))
 TINY = dict(vocab_size=13, context_window=12, d_model=16, n_layers=2, n_heads=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and much faster than on two when other
-    work shares the two cores; restored afterwards so other test files are unaffected."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> ModelConfig:
