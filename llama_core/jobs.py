@@ -359,6 +359,15 @@ class _Job:
     reported: bool = False  # the run has stored its first metric
     log: Any = field(default=None, repr=False)
 
+    def close_pipes(self) -> None:
+        """Close our ends of the process's pipes and its log file."""
+        for f in (self.proc.stdin, self.proc.stdout, self.log):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+
 
 class JobManager:
     """Runs queued runs in background processes, at most ``max_concurrent`` at once.
@@ -506,12 +515,7 @@ class JobManager:
                 self._retire(w)
             self._spares.clear()
             for job in self._jobs.values():
-                for f in (job.proc.stdin, job.proc.stdout, job.log):
-                    try:
-                        if f is not None:
-                            f.close()
-                    except OSError:
-                        pass
+                job.close_pipes()
 
     def __enter__(self) -> "JobManager":
         return self
@@ -554,12 +558,7 @@ class JobManager:
             if rc is None:
                 continue
             del self._jobs[run_id]
-            for f in (job.proc.stdin, job.proc.stdout, job.log):
-                try:
-                    if f is not None:
-                        f.close()
-                except OSError:
-                    pass
+            job.close_pipes()
             self._record_exit(job, rc)
         for w in list(self._spares):
             if w.proc.poll() is not None:
