@@ -464,9 +464,12 @@ class _Distributed:
         return tuple(bool(v) for v in t.tolist())
 
     def close(self) -> None:
+        """Leave together: a rank that tears its connections down while another still
+        works (rank 0 saving the checkpoint) can make gloo abort the process."""
         if self.world > 1:
             import torch.distributed as dist
             if dist.is_initialized():
+                dist.barrier()
                 dist.destroy_process_group()
 
 

@@ -20,7 +20,9 @@ def train(launcher: list[str], runs_dir: Path) -> dict:
     proc = subprocess.run([*launcher, "-m", "llama_core", "train", "--preset", "tiny",
                            "--steps", "30", "--set", *SETS, "--json"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines()
+              if any(w in line for w in ("Error", "error", "terminate", "what()", "abort"))]
+    assert proc.returncode == 0, "\n".join(errors[:20]) + "\n...\n" + proc.stderr[-1500:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
