@@ -23,6 +23,7 @@ from llama_core.ablation import BASELINE
 from llama_core.config import ModelConfig, model_from_dict
 from llama_core.errors import UserError
 from llama_core.stats import t_critical
+from ui.loss_charts import colour  # one palette for every chart
 
 LOSS_UNIT = "nats per character"
 X_AXES = {
@@ -32,15 +33,8 @@ X_AXES = {
     "tokens": ("tokens", "tokens seen (characters)"),
 }
 METRICS = {"val_loss": "validation loss", "train_loss": "training loss"}
-# Okabe-Ito (yellow left out: it vanishes on a projector), then darker extras.
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-           "#8C564B", "#7F7F7F", "#17BECF", "#B15928", "#6A3D9A")
 FONT_SIZE = 16
 HEIGHT = 480
-
-
-def colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
 
 
 def rgba(hex_colour: str, alpha: float) -> str:

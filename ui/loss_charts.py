@@ -34,7 +34,7 @@ METRICS: dict[str, str] = {
 # Okabe-Ito, a palette that stays distinct for colour-blind eyes (yellow left out: it
 # vanishes on a white projector screen), then a few darker extras for long comparisons.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-           "#8C564B", "#7F7F7F", "#17BECF")
+           "#8C564B", "#7F7F7F", "#17BECF", "#B15928", "#6A3D9A")
 TRAIN_COLOUR = "#0072B2"
 VAL_COLOUR = "#D55E00"
 
