@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -453,19 +454,33 @@ def causal_leak(model: Llama, length: int, position: int, seed: int = 0,
     return float((la[:, : position + 1] - lb[:, : position + 1]).abs().max())
 
 
-def rope_invariance(model: Llama, prompt_ids, shift: int, seed: int = 0) -> float:
-    """Max |difference| (logits) of layer 0's attention logits between the prompt at
-    positions 0..P-1 and the same prompt at positions shift..shift+P-1.
+@dataclass(frozen=True)
+class RopeInvariance:
+    """What ``rope_invariance`` compared. Logits are layer 0's attention logits
+    q.k / sqrt(head_dim) before mask and softmax, float32, rows = query positions and
+    columns = key positions, both counted within the prompt (0..P-1)."""
+
+    prefix_ids: list[int]  # the ``shift`` seeded random tokens put before the prompt
+    base: np.ndarray       # (H, P, P) logits with the prompt at positions 0..P-1
+    moved: np.ndarray      # (H, P, P) the same block with the prompt at shift..shift+P-1
+    max_abs_diff: float    # max |moved - base| over every head, query and key (logits)
+
+
+def rope_invariance(model: Llama, prompt_ids, shift: int, seed: int = 0) -> RopeInvariance:
+    """Layer 0's attention logits between the prompt's tokens with the prompt at
+    positions 0..P-1 and the same prompt at positions shift..shift+P-1, and the max
+    |difference| (logits) between the two blocks.
 
     The shifted copy is ``shift`` random tokens (seeded) followed by the prompt. Layer 0's
     logits between two prompt tokens depend only on those tokens and, with RoPE, on their
     distance; so the (P x P) block of the shifted logits at rows and columns
-    shift..shift+P-1 must equal the unshifted block: the result is ~0 (float rounding,
-    about 1e-6). Learned positions make it clearly positive, because each token's vector
-    carries its absolute position; norm_over_sequence also breaks it (the prefix changes
-    the shared RMS). ``pos="none"`` and the rope_unrotated bug are trivially invariant -
-    they carry no position at all - so pair this with ``probe_rope_unrotated``.
-    Unlike a Toeplitz check this works on any prompt, not only a constant one.
+    shift..shift+P-1 must equal the unshifted block: ``max_abs_diff`` is ~0 (float
+    rounding, about 1e-6). Learned positions make it clearly positive, because each
+    token's vector carries its absolute position; norm_over_sequence also breaks it (the
+    prefix changes the shared RMS). ``pos="none"`` and the rope_unrotated bug are
+    trivially invariant - they carry no position at all - so pair this with
+    ``probe_rope_unrotated``. Unlike a Toeplitz check this works on any prompt, not only
+    a constant one.
     """
     _require_attention(model)
     ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().cpu()
@@ -480,7 +495,8 @@ def rope_invariance(model: Llama, prompt_ids, shift: int, seed: int = 0) -> floa
     base = layer0_logits(model, ids[None])[0]
     moved = layer0_logits(model, torch.cat((prefix, ids))[None])[0]
     block = moved[:, shift:shift + P, shift:shift + P]
-    return float(np.abs(block.astype(np.float64) - base).max())
+    diff = float(np.abs(block.astype(np.float64) - base).max())
+    return RopeInvariance(prefix.tolist(), base, block.copy(), diff)
 
 
 # --- Pitfall probes ----------------------------------------------------------------

@@ -282,28 +282,62 @@ class Llama(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None):
-        """Sample ``max_new_tokens`` continuations of idx (B, T). temperature 0 is greedy.
-        A generator makes the draw reproducible."""
+    def sample_steps(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                     top_k: int | None = None, generator: torch.Generator | None = None):
+        """Sample ``max_new_tokens`` continuations of idx (B, T) one step at a time: the
+        one sampling loop, which ``generate`` and the dashboard's Generate page share.
+
+        Yields, per step, ``(next_id, probs)``: the ids drawn (B, 1) and the distribution
+        they were drawn from (B, vocab), as ``sampling_probs`` gives it (the plain softmax
+        at temperature 0, where the draw is the argmax). Each step reads at most the last
+        ``context_window`` tokens. The model is run in whatever mode it is in: call
+        ``eval()`` first (and restore the training flag after) to sample without dropout.
+        """
         for _ in range(max_new_tokens):
             context = idx[:, -self.cfg.context_window:]
             logits = self(context)[:, -1, :].float()
-            next_id = sample_next(logits, temperature, top_k, generator)
+            next_id, probs = sample_with_probs(logits, temperature, top_k, generator)
             idx = torch.cat((idx, next_id), dim=1)
-        return idx
+            yield next_id, probs
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None):
+        """Sample ``max_new_tokens`` continuations of idx (B, T) and return idx with them
+        appended, (B, T + max_new_tokens). temperature 0 is greedy. A generator makes the
+        draw reproducible."""
+        steps = self.sample_steps(idx, max_new_tokens, temperature, top_k, generator)
+        return torch.cat([idx, *(next_id for next_id, _ in steps)], dim=1)
+
+
+def sampling_probs(logits: torch.Tensor, temperature: float,
+                   top_k: int | None) -> torch.Tensor:
+    """The distribution ``sample_next`` draws from, (B, vocab) -> (B, vocab):
+    ``softmax(logits / temperature)`` with every logit below the k-th largest of its row
+    set to -inf first when top_k is given. At temperature 0 the draw is the argmax; the
+    plain softmax is returned so a reader still sees how sure the model was."""
+    if temperature <= 0:
+        return logits.softmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def sample_with_probs(logits: torch.Tensor, temperature: float, top_k: int | None,
+                      generator: torch.Generator | None):
+    """One token per row from the last position's logits (B, vocab): the ids (B, 1) and
+    the ``sampling_probs`` they were drawn from (B, vocab)."""
+    probs = sampling_probs(logits, temperature, top_k)
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True), probs
+    if generator is not None and probs.device.type != generator.device.type:
+        return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device), probs
+    return torch.multinomial(probs, 1, generator=generator), probs
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
                 generator: torch.Generator | None) -> torch.Tensor:
     """One token per row from the last position's logits (B, vocab) -> (B, 1)."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    if generator is not None and probs.device.type != generator.device.type:
-        return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator)
+    return sample_with_probs(logits, temperature, top_k, generator)[0]

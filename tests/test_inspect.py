@@ -279,12 +279,42 @@ def test_probes_leave_the_global_random_state_alone():
 
 def test_rope_invariance():
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]  # any prompt, not only a constant one
-    assert I.rope_invariance(model_of(pos="rope"), prompt, shift=7) < 1e-6
-    assert I.rope_invariance(model_of(pos="learned"), prompt, shift=7) > 1e-3
-    assert I.rope_invariance(model_of(bug="norm_over_sequence"), prompt, shift=7) > 1e-5
-    assert I.rope_invariance(model_of(pos="learned"), prompt, shift=0) == 0
+    assert I.rope_invariance(model_of(pos="rope"), prompt, shift=7).max_abs_diff < 1e-6
+    assert I.rope_invariance(model_of(pos="learned"), prompt, shift=7).max_abs_diff > 1e-3
+    assert I.rope_invariance(model_of(bug="norm_over_sequence"), prompt,
+                             shift=7).max_abs_diff > 1e-5
+    assert I.rope_invariance(model_of(pos="learned"), prompt, shift=0).max_abs_diff == 0
     with pytest.raises(UserError, match="fit"):
         I.rope_invariance(model_of(), prompt, shift=9)
+
+
+@pytest.mark.parametrize("kw, invariant", [({"pos": "rope"}, True),
+                                           ({"pos": "none"}, True),
+                                           ({"pos": "learned"}, False),
+                                           ({"bug": "norm_over_sequence"}, False)])
+def test_rope_invariance_returns_the_two_compared_blocks(kw, invariant):
+    model, prompt, shift = model_of(**kw), [3, 1, 4, 1, 5, 9, 2, 6], 5
+    r = I.rope_invariance(model, prompt, shift=shift, seed=2)
+    H, P = model.cfg.n_heads, len(prompt)
+    assert r.base.shape == r.moved.shape == (H, P, P)
+    assert r.base.dtype == r.moved.dtype == np.float32
+    assert len(r.prefix_ids) == shift
+    assert all(0 <= i < model.cfg.vocab_size for i in r.prefix_ids)
+    assert r.prefix_ids == I.rope_invariance(model, prompt, shift=shift, seed=2).prefix_ids
+    # The blocks are exactly layer 0's logits of the prompt, alone and after the prefix.
+    assert np.array_equal(r.base, I.layer0_logits(model, prompt)[0])
+    moved = I.layer0_logits(model, r.prefix_ids + prompt)[0]
+    assert np.array_equal(r.moved, moved[:, shift:, shift:])
+    # And the number is the largest gap between them.
+    gap = np.abs(r.moved.astype(np.float64) - r.base)
+    assert r.max_abs_diff == pytest.approx(gap.max(), abs=0)
+    assert np.abs(r.base).max() > 1e-3  # the blocks are not trivially zero
+    if invariant:
+        assert r.max_abs_diff < 1e-6
+        np.testing.assert_allclose(r.moved, r.base, atol=1e-6)
+    else:
+        assert r.max_abs_diff > 1e-5
+        assert not np.allclose(r.moved, r.base, atol=1e-6)
 
 
 # --- Pitfall probes ----------------------------------------------------------------

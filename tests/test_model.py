@@ -425,6 +425,50 @@ def test_generate_is_reproducible_and_temperature_zero_is_greedy():
     assert torch.equal(greedy, idx)
 
 
+@pytest.mark.parametrize("temperature, top_k", [(0.7, None), (1.3, 4), (0.5, 1),
+                                                (1.0, 13), (0.0, None)])
+def test_sample_steps_probabilities_and_ids_match_generate(temperature, top_k):
+    model = Llama(tiny(), seed=3).eval()
+    with torch.no_grad():  # sharper than the 0.02 init, so the draws are not uniform
+        model.output.weight.mul_(50)
+    prompt = random_ids(model.cfg, 2, 5)
+    steps = list(model.sample_steps(prompt, 14, temperature, top_k,
+                                    torch.Generator().manual_seed(11)))
+    assert len(steps) == 14
+    idx = prompt
+    for next_id, probs in steps:
+        assert next_id.shape == (2, 1) and probs.shape == (2, model.cfg.vocab_size)
+        assert not probs.requires_grad
+        with torch.no_grad():
+            logits = model(idx[:, -12:])[:, -1].double()  # window crop, as generation does
+        if temperature == 0:
+            expected = logits.softmax(-1)
+            assert torch.equal(next_id, logits.argmax(-1, keepdim=True))
+        else:
+            scaled = logits / temperature
+            expected = torch.zeros_like(scaled)
+            for row in range(2):  # softmax over the k largest only, the rest exactly 0
+                keep = scaled[row].argsort(descending=True)[: top_k or scaled.shape[-1]]
+                expected[row, keep] = scaled[row, keep].softmax(-1)
+            assert (probs > 0).sum(-1).tolist() == [min(top_k or 13, 13)] * 2
+        torch.testing.assert_close(probs.double(), expected, rtol=1e-5, atol=1e-6)
+        assert (probs.gather(1, next_id) > 0).all()  # only a possible token is drawn
+        idx = torch.cat((idx, next_id), 1)
+    assert idx.shape[1] > model.cfg.context_window  # the crop was exercised
+    out = model.generate(prompt, 14, temperature, top_k, torch.Generator().manual_seed(11))
+    assert torch.equal(out, idx)
+    assert model.training is False
+
+
+def test_sample_steps_leaves_the_training_flag_and_gradients_alone():
+    model = Llama(tiny())  # training mode, no dropout: the caller decides the mode
+    prompt = random_ids(model.cfg, 1, 3)
+    for _, probs in model.sample_steps(prompt, 3, 1.0, None, torch.Generator()):
+        assert torch.is_grad_enabled()  # no_grad covers the model's steps only
+        assert not probs.requires_grad
+    assert model.training
+
+
 def test_sequence_longer_than_context_is_refused():
     model = Llama(tiny())
     with pytest.raises(ValueError, match="context_window"):

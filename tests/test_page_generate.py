@@ -15,6 +15,7 @@ from helpers_browser import REPO
 from llama_core.runs import RunStore
 from llama_core.train import generate_text, load_checkpoint
 from runs_fixtures import train_tiny_runs
+from ui.inspect_charts import CHOSEN
 from ui.inspect_compute import generate_with_probs
 
 PAGE = str(REPO / "views" / "generate.py")
@@ -109,7 +110,7 @@ def test_probability_bars_for_a_step(app):
     p = array(bar["y"])
     assert len(p) == 5 and np.isclose(p.sum(), 1, atol=1e-5)  # top-5: all the mass
     assert list(p) == sorted(p, reverse=True)
-    assert sorted(bar["marker"]["color"]).count("#d9480f") == 1  # the character drawn
+    assert bar["marker"]["color"].count(CHOSEN) == 1  # the character drawn
     assert spec["layout"]["yaxis"]["title"]["text"] == "probability"
     assert "step 1" in spec["layout"]["title"]["text"]
     at.slider(key="generate_step").set_value(12).run()

@@ -18,11 +18,12 @@ import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
+from ui.loss_charts import colour  # one palette for every chart
+
 FONT = 16
 TICK_FONT = 13
-RUN_COLOURS = ("#1f5fbf", "#d9480f", "#2b8a3e", "#7048e8")
-CHOSEN = "#d9480f"
-OTHER = "#1f5fbf"
+CHOSEN = colour(1)  # the palette's orange: the character drawn
+OTHER = colour(0)
 # Explicit lists: the grid skips plotly.py's validation, which is what turns a name into
 # a list, and plotly.js's own "Blues" is a different, reversed palette.
 PROB_SCALE = get_colorscale("Blues")
@@ -178,7 +179,7 @@ def head_bars(values: Mapping[str, np.ndarray], title: str, y_title: str, *,
         L, H = v.shape
         fig.add_trace(go.Bar(
             x=head_labels(L, H), y=v.ravel(), name=label,
-            marker_color=RUN_COLOURS[i % len(RUN_COLOURS)],
+            marker_color=colour(i),
             text=[format(x, fmt) for x in v.ravel()] if total <= 16 else None,
             textposition="outside", textfont=dict(size=TICK_FONT),
             hovertemplate="%{x}: %{y:" + fmt + "}<extra>" + label + "</extra>"))
@@ -212,10 +213,9 @@ def rope_spectrum(tables: Mapping[str, pd.DataFrame],
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         "how fast each pair turns", "positions per full turn"))
     for i, (label, df) in enumerate(tables.items()):
-        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         dash = "dot" if "bug" in label else "solid"
         common = dict(x=df["pair"], mode="lines+markers", name=label, legendgroup=label,
-                      line=dict(color=colour, dash=dash, width=3), marker=dict(size=7))
+                      line=dict(color=colour(i), dash=dash, width=3), marker=dict(size=7))
         fig.add_trace(go.Scatter(y=df["freq_rad_per_pos"], **common,
                                  hovertemplate="pair %{x}: %{y:.4g} rad per position"
                                                "<extra>" + label + "</extra>"), 1, 1)
@@ -295,7 +295,7 @@ def rope_relative(df: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=part["distance"], y=part["score"], mode="lines+markers",
             name=f"query at position m = {m}",
-            line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)], width=2),
+            line=dict(color=colour(i), width=2),
             marker=dict(size=float(size), symbol="circle-open" if i % 2 == 0 else "circle",
                         line=dict(width=2)),
             hovertemplate=("m − n = %{x} positions<br>score %{y:.4f}<extra>m = "

@@ -1,7 +1,7 @@
 """Numbers the Attention, Rotary and Generate pages need that llama_core.inspect does
 not (yet) give: the prompt cut to a context window, uniform-attention baselines for the
-per-head statistics, the seeded prefix of a shifted prompt, and generation that keeps
-each step's next-character probabilities.
+per-head statistics, and the table of each generation step's next-character
+probabilities (the sampling loop itself is ``Llama.sample_steps``).
 
 Pure: torch, numpy and pandas only, no streamlit; a model is never changed (eval mode
 and the training flag are restored).
@@ -17,7 +17,7 @@ import torch
 
 from llama_core import inspect as I
 from llama_core.errors import UnknownCharactersError, UserError
-from llama_core.model import Llama, sample_next
+from llama_core.model import Llama
 
 
 def check_prompt(tokenizer, prompt: str) -> None:
@@ -80,50 +80,7 @@ def attention_for(model: Llama, tokenizer, prompt: str) -> AttentionResult:
                            I.mean_attended_distance(maps), I.future_attention_mass(maps))
 
 
-# --- Rotary ------------------------------------------------------------------------
-
-def shift_prefix(vocab_size: int, shift: int, seed: int = 0) -> list[int]:
-    """The ``shift`` random token ids that ``inspect.rope_invariance`` puts before the
-    prompt (same seeded draw), so the page can draw exactly the logits it compares."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (shift,), generator=gen).tolist()
-
-
-@dataclass
-class ShiftResult:
-    prefix: str           # the characters put before the prompt
-    base: np.ndarray      # (H, P, P) layer-0 logits of the prompt at positions 0..P-1
-    moved: np.ndarray     # (H, P, P) the same block with the prompt at shift..shift+P-1
-    max_change: float     # inspect.rope_invariance: max |moved - base| over heads, logits
-
-
-def shifted_logits(model: Llama, tokenizer, prompt: str, shift: int,
-                   seed: int = 0) -> ShiftResult:
-    """Layer-0 attention logits of a prompt, and of the same prompt moved ``shift``
-    positions later; the headline number is ``inspect.rope_invariance``'s."""
-    ids = tokenizer.encode(prompt)
-    prefix = shift_prefix(model.cfg.vocab_size, shift, seed)
-    base = I.layer0_logits(model, ids)[0]
-    moved = I.layer0_logits(model, prefix + ids)[0][:, shift:, shift:]
-    change = I.rope_invariance(model, ids, shift, seed=seed)
-    return ShiftResult(tokenizer.decode(prefix), base, moved, change)
-
-
 # --- Generation with the probabilities of every step -------------------------------
-
-def sampling_probs(logits: torch.Tensor, temperature: float,
-                   top_k: int | None) -> torch.Tensor:
-    """The distribution ``model.sample_next`` draws from (after temperature and top-k),
-    (B, vocab). At temperature 0 the draw is the most likely character; the plain
-    softmax is returned so the bars still show how sure the model was."""
-    if temperature <= 0:
-        return logits.softmax(-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits.softmax(-1)
-
 
 def generate_with_probs(model: Llama, tokenizer, prompt: str, length: int,
                         temperature: float = 0.8, top_k: int | None = None,
@@ -145,29 +102,31 @@ def generate_with_probs(model: Llama, tokenizer, prompt: str, length: int,
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
     gen = torch.Generator().manual_seed(seed)
-    cw = model.cfg.context_window
-    rows = []
+    drawn, rows = [], []
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for step in range(1, length + 1):
-                logits = model(idx[:, -cw:])[:, -1, :].float()
-                probs = sampling_probs(logits, temperature, top_k)[0].cpu()
-                next_id = sample_next(logits, temperature, top_k, gen)
-                chosen = int(next_id[0, 0])
-                k = min(top, probs.numel())
-                values, ids = probs.topk(k)
-                listed = ids.tolist()
-                pairs = list(zip(listed, values.tolist()))
-                if chosen not in listed:
-                    pairs.append((chosen, float(probs[chosen])))
-                for rank, (i, p) in enumerate(pairs, start=1):
-                    rows.append((step, rank, tokenizer.decode([i]), p, i == chosen))
-                idx = torch.cat((idx, next_id.to(device)), dim=1)
+        steps = model.sample_steps(idx, length, temperature, top_k, gen)
+        for step, (next_id, probs) in enumerate(steps, start=1):
+            chosen = int(next_id[0, 0])
+            drawn.append(chosen)
+            rows += _step_rows(tokenizer, step, probs[0].cpu(), chosen, top)
     finally:
         model.train(was_training)
-    text = tokenizer.decode(idx[0, -length:].tolist()) if length else ""
+    text = tokenizer.decode(drawn)
     table = pd.DataFrame(rows, columns=["step", "rank", "character", "probability",
                                         "chosen"])
     return text, table
+
+
+def _step_rows(tokenizer, step: int, probs: torch.Tensor, chosen: int,
+               top: int) -> list[tuple]:
+    """One step's table rows (step, rank, character, probability, chosen): the ``top``
+    most likely characters, then the one drawn if it is not among them."""
+    values, ids = probs.topk(min(top, probs.numel()))
+    listed = ids.tolist()
+    pairs = list(zip(listed, values.tolist()))
+    if chosen not in listed:
+        pairs.append((chosen, float(probs[chosen])))
+    return [(step, rank, tokenizer.decode([i]), p, i == chosen)
+            for rank, (i, p) in enumerate(pairs, start=1)]

@@ -9,7 +9,7 @@ from llama_core import inspect as I
 from llama_core.config import ModelConfig
 from llama_core.errors import UserError
 from ui import inspect_charts as charts
-from ui.inspect_compute import check_prompt, fit_prompt, shifted_logits
+from ui.inspect_compute import check_prompt, fit_prompt
 from ui.inspect_pages import inspectable_runs, load_run, pick_run, torch_turn
 from ui.state import user_errors
 
@@ -142,12 +142,12 @@ with user_errors():
                       max(1, min(8, most)), key="rotary_shift", disabled=most < 2)
     shift = min(shift, most)
     with torch_turn():
-        result = shifted_logits(model, tokenizer, text, shift)
+        result = I.rope_invariance(model, tokenizer.encode(text), shift)
     st.metric(f"Largest change of any layer-0 attention logit, all {cfg.n_heads} heads",
-              f"{result.max_change:.1e} logits")
+              f"{result.max_abs_diff:.1e} logits")
     if cfg.pos == "rope" and cfg.bug != "norm_over_sequence":
         verdict = ("about 0: float32 rounding (about 1e-6), so the logits depend only "
-                   "on the distance between characters" if result.max_change < 1e-3 else
+                   "on the distance between characters" if result.max_abs_diff < 1e-3 else
                    "clearly above float rounding: something other than relative "
                    "position reaches the logits")
     elif cfg.bug == "norm_over_sequence":
@@ -155,8 +155,9 @@ with user_errors():
                    "sequence, so the added prefix changes every token's scale")
     else:
         verdict = "not 0: learned positions make the logits depend on absolute position"
+    prefix = tokenizer.decode(result.prefix_ids)
     st.caption(f"The prompt at positions 0–{len(text) - 1}, then after {shift} random "
-               f"characters (“{result.prefix}”) at positions {shift}–{shift + len(text) - 1}."
+               f"characters (“{prefix}”) at positions {shift}–{shift + len(text) - 1}."
                f" The change is {verdict}.")
     head = st.columns([1, 3])[0].selectbox("Head", range(cfg.n_heads), key="rotary_head")
     st.plotly_chart(charts.logit_pair(result.base[head], result.moved[head], text, shift,
