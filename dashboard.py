@@ -9,6 +9,8 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from ui.state import remember_owner
+
 HERE = Path(__file__).parent
 
 # (file, menu title, icon) in teaching order.
@@ -42,5 +44,6 @@ current = st.navigation(pages)
 with st.sidebar:
     st.caption("**Llama Lab**: build Llama one change at a time")
     st.caption(f"Device: {device_label()}")
+    remember_owner()
 
 current.run()

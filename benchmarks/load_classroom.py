@@ -1,19 +1,31 @@
 """Load check for a classroom: N students at once against one dashboard server.
 
 Starts `streamlit run dashboard.py` (or uses --url) with a fresh runs folder, a job
-limit (LLAMA_LAB_MAX_CONCURRENT) and a classroom settings file, then drives N browser
-sessions (Playwright contexts in one headless Chromium, asynchronously) for a while.
-Each session opens Start, opens Build & train, picks the tiny preset, sets a small step
-count, presses Launch, opens the Teacher page and its run on Compare, and then keeps
-opening pages with a few seconds of "reading" between them until the time is up.
+limit (LLAMA_LAB_MAX_CONCURRENT) and a classroom settings file, then drives N student
+sessions for a while. Each student opens Start, goes to Build & train, picks the tiny
+preset, sets a small step count, presses Launch, opens the Teacher page and their run
+on Compare, and then keeps moving between pages, "reading" each for 3-6 s while its live
+parts refresh, and now and then reloading the tab, until the time is up.
 
-Reported: sessions, pages opened, page time (navigation until the script has finished
-and nothing is stale) p50/p95/max, errors (Streamlit exceptions, timeouts, launches
-without a run id), runs started/finished/failed and the most that waited at once, and
-the server's memory (VmRSS from /proc: at start, peak, end; and its training workers').
+Two kinds of student (--client):
+  tab      Streamlit's own websocket protocol spoken from Python (streamlit_client.py):
+           the server does the same work as for a browser tab (a session per tab, a
+           script run per click, the live fragments' timed reruns), and the students
+           cost almost no CPU, so 30 of them fit beside the server on 2 cores. Page
+           time is the server's answer time (request to script_finished).
+  browser  Playwright contexts in one headless Chromium: the real thing, rendering
+           included, but each tab costs a browser's CPU; on a 2-core machine 30 of them
+           starve the server they are measuring. Page time is navigation until the
+           page has finished running and nothing is stale.
 
-    python benchmarks/load_classroom.py                  # 30 sessions, 120 s
-    python benchmarks/load_classroom.py --sessions 8 --duration 60 --json
+Reported: sessions, pages opened, page time p50/p95/max (and per page), live refreshes,
+errors (Streamlit exceptions, timeouts, dropped connections, launches without a run id),
+runs started/finished/failed and the most that waited at once, CPU seconds of the
+server (its own), of its training processes and of the students, and the server's memory (VmRSS from /proc: at start, peak,
+end; and its training workers').
+
+    python benchmarks/load_classroom.py                  # 30 tabs, 120 s
+    python benchmarks/load_classroom.py --client browser --sessions 8 --duration 60 --json
 
 Exit status 0 only with zero errors and every run finished.
 """
@@ -65,14 +77,14 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def cpu_s(pids) -> float:
-    """User + system CPU seconds of these processes and their reaped children."""
+def cpu_s(pids, children: bool = True) -> float:
+    """User + system CPU seconds of these processes (and of their reaped children)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         try:
             f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in f[11:15])
+            total += sum(int(x) for x in f[11:15 if children else 13])
         except (OSError, IndexError, ValueError):
             pass
     return total / tick
@@ -183,7 +195,9 @@ async def exceptions(page) -> list[str]:
     return await loc.all_inner_texts() if await loc.count() else []
 
 
-class Session:
+class BrowserStudent:
+    """One student in a Chromium context: every visit is a page load."""
+
     def __init__(self, n: int, browser, url: str, stats: dict, deadline: float,
                  steps: int, timeout_ms: int):
         self.n, self.browser, self.url, self.stats = n, browser, url, stats
@@ -265,9 +279,102 @@ async def drive(url: str, sessions: int, duration: float, steps: int, timeout_ms
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                           headless=True)
         deadline = time.monotonic() + duration
-        await asyncio.gather(*(Session(i, browser, url, stats, deadline, steps,
-                                       timeout_ms).main() for i in range(sessions)))
+        await asyncio.gather(*(BrowserStudent(i, browser, url, stats, deadline, steps,
+                                              timeout_ms).main() for i in range(sessions)))
         await browser.close()
+
+
+class TabStudent:
+    """One student as a websocket tab: moves between pages in one session (as the
+    sidebar does), runs the live parts while reading, and reloads now and then."""
+
+    def __init__(self, n: int, url: str, stats: dict, deadline: float, steps: int,
+                 timeout_s: float):
+        from streamlit_client import StreamlitTab
+        self.n, self.stats, self.deadline, self.steps = n, stats, deadline, steps
+        self.tab = StreamlitTab(url, timeout=timeout_s)
+        self.run_id: str | None = None
+
+    def error(self, what: str) -> None:
+        self.stats["errors"].append(f"session {self.n}: {what}"[:500])
+
+    def record(self, path: str, page) -> bool:
+        name = path.split("?")[0] or "start"
+        self.stats["page_s"].append(page.seconds)
+        self.stats["by_path"].setdefault(name, []).append(page.seconds)
+        if page.exceptions:
+            self.error(f"{path}: Streamlit exception: {page.exceptions[0][:300]}")
+            return False
+        return True
+
+    async def visit(self, path: str, reload: bool = False) -> bool:
+        name, _, query = path.partition("?")
+        try:
+            if reload or self.tab.ws is None:
+                page = await self.tab.open(name, query)
+            else:
+                page = await self.tab.navigate(name, query)
+        except Exception as e:
+            self.error(f"{path}: {type(e).__name__}: {str(e)[:300]}")
+            await self.tab.close()  # the next visit reconnects, as a reloaded tab does
+            return False
+        return self.record(path, page)
+
+    async def read(self, seconds: float) -> None:
+        try:
+            for page in await self.tab.read(seconds):
+                self.stats["live_s"].append(page.seconds)
+                if page.exceptions:
+                    self.error(f"live refresh: {page.exceptions[0][:300]}")
+        except Exception as e:
+            self.error(f"live refresh: {type(e).__name__}: {str(e)[:300]}")
+            await self.tab.close()
+
+    async def launch(self) -> None:
+        try:
+            await self.tab.set("tr_preset", "tiny")
+            await self.tab.set("tr_steps", self.steps)
+            page = await self.tab.click("tr_launch")
+        except Exception as e:
+            self.error(f"launch: {type(e).__name__}: {str(e)[:300]}")
+            return
+        found = re.search(r"(?:^|&)run=(r[0-9a-f]+)", page.query_string or "")
+        if page.exceptions or not found:
+            said = (page.exceptions or page.errors or ["nothing"])[0][:300]
+            self.error(f"launch gave no run id (page says: {said})")
+            return
+        self.run_id = found.group(1)
+        self.stats["launched"].append(self.run_id)
+
+    async def main(self) -> None:
+        await asyncio.sleep(random.uniform(0, 3))  # students do not all click at once
+        try:
+            if await self.visit(""):
+                if await self.visit("train"):
+                    await self.launch()
+            await self.visit("teacher")
+            if self.run_id:
+                await self.visit(f"compare?runs={self.run_id}")
+            cycle = ["", "teacher", "train"] + (
+                [f"compare?runs={self.run_id}"] if self.run_id else [])
+            i = 0
+            while time.monotonic() < self.deadline:
+                await self.read(min(random.uniform(3, 6),
+                                    max(0.0, self.deadline - time.monotonic())))
+                if time.monotonic() >= self.deadline:
+                    break
+                await self.visit(cycle[i % len(cycle)], reload=(i % 4 == 3))
+                i += 1
+        finally:
+            await self.tab.close()
+
+
+async def drive_tabs(url: str, sessions: int, duration: float, steps: int,
+                     timeout_ms: int, stats: dict) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    deadline = time.monotonic() + duration
+    await asyncio.gather(*(TabStudent(i, url, stats, deadline, steps,
+                                      timeout_ms / 1000).main() for i in range(sessions)))
 
 
 def percentile(xs: list[float], q: float) -> float | None:
@@ -282,8 +389,10 @@ def percentile(xs: list[float], q: float) -> float | None:
 def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 1,
              steps: int = 20, runs_dir: Path | None = None, url: str | None = None,
              classroom: bool = True, finish_timeout: float = 600.0,
-             timeout_ms: int = 120_000) -> dict:
-    """Drive the load and return the report as a dict (also used by the CI test)."""
+             timeout_ms: int = 120_000, client: str = "tab") -> dict:
+    """Drive the load and return the report as a dict (also used by the CI tests)."""
+    if client not in ("tab", "browser"):
+        raise ValueError(f"client must be 'tab' or 'browser', not {client!r}")
     from llama_core.runs import RunStore
     tmp = Path(tempfile.mkdtemp(prefix="llama-lab-load-"))
     runs = Path(runs_dir) if runs_dir else tmp / "runs"
@@ -297,36 +406,42 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         proc, url = start_server(runs, max_concurrent, settings, tmp / "server.log")
     store = RunStore(runs / "llama_lab.db")
     sampler = Sampler(proc.pid if proc else None, store)
-    stats = {"page_s": [], "errors": [], "launched": [], "by_path": {}}
+    stats = {"page_s": [], "live_s": [], "errors": [], "launched": [], "by_path": {}}
     t0 = time.monotonic()
     try:
         sampler.start()
         rss_start = rss_kb(proc.pid) if proc else 0
-        server_cpu0 = cpu_s([proc.pid]) if proc else 0.0
+        server_cpu0 = cpu_s([proc.pid], children=False) if proc else 0.0
+        jobs_cpu0 = cpu_s([proc.pid]) - server_cpu0 if proc else 0.0
         self_cpu = [0.0]
+        own_cpu0 = time.process_time()
 
         def watch_browsers():  # chromium processes come and go: keep the last total
             while not sampler.stop_event.is_set():
                 self_cpu[0] = max(self_cpu[0], cpu_s(chromium_processes()))
                 sampler.stop_event.wait(1.0)
-        threading.Thread(target=watch_browsers, daemon=True).start()
+        if client == "browser":
+            threading.Thread(target=watch_browsers, daemon=True).start()
+        drive_students = drive if client == "browser" else drive_tabs
         # In a thread of its own: the caller may already run an event loop (pytest with
         # Playwright's sync API does).
         failure: list[BaseException] = []
 
         def browse():
             try:
-                asyncio.run(drive(url, sessions, duration, steps, timeout_ms, stats))
+                asyncio.run(drive_students(url, sessions, duration, steps, timeout_ms,
+                                           stats))
             except BaseException as e:  # reported by the caller's thread
                 failure.append(e)
-        driver = threading.Thread(target=browse, name="load-browsers")
+        driver = threading.Thread(target=browse, name="load-students")
         driver.start()
         driver.join()
         if failure:
             raise failure[0]
         driven_s = time.monotonic() - t0
-        server_cpu = (cpu_s([proc.pid]) - server_cpu0) if proc else 0.0
-        browser_cpu = self_cpu[0]
+        server_cpu = (cpu_s([proc.pid], children=False) - server_cpu0) if proc else 0.0
+        students_cpu = self_cpu[0] if client == "browser" else (
+            time.process_time() - own_cpu0)
         deadline = time.monotonic() + finish_timeout
         while time.monotonic() < deadline:
             if not store.list_runs(status=("queued", "running")):
@@ -339,14 +454,17 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         for r in runs_all:
             by_status[r.status] = by_status.get(r.status, 0) + 1
         rss_end = rss_kb(proc.pid) if proc else 0
+        jobs_cpu = (cpu_s([proc.pid]) - cpu_s([proc.pid], children=False) - jobs_cpu0
+                    if proc else 0.0)
     finally:
         sampler.stop_event.set()
         if proc is not None:
             stop_server(proc)
     pages = stats["page_s"]
     launched = set(stats["launched"])
+    live = stats["live_s"]
     report = {
-        "sessions": sessions, "duration_s": duration, "driven_s": round(driven_s, 1),
+        "client": client, "sessions": sessions, "duration_s": duration, "driven_s": round(driven_s, 1),
         "max_concurrent": max_concurrent, "steps_per_run": steps,
         "pages": len(pages),
         "page_p50_s": round(statistics.median(pages), 2) if pages else None,
@@ -354,9 +472,12 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         "page_max_s": round(max(pages), 2) if pages else None,
         "page_p95_by_path_s": {k: round(percentile(v, 0.95), 2)
                                for k, v in sorted(stats["by_path"].items())},
+        "live_refreshes": len(live),
+        "live_refresh_p95_s": round(percentile(live, 0.95), 2) if live else None,
         "cpu_s_while_browsing": {"server": round(server_cpu, 1),
-                                 "browsers": round(browser_cpu, 1),
+                                 "students": round(students_cpu, 1),
                                  "cores": os.cpu_count()},
+        "cpu_s_training": round(jobs_cpu, 1),  # the server's finished child processes
         "errors": len(stats["errors"]), "error_samples": stats["errors"][:10],
         "runs_launched": len(launched), "runs_by_status": by_status,
         "runs_unfinished": sorted(r.id for r in runs_all
@@ -376,6 +497,8 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--client", choices=("tab", "browser"), default="tab",
+                    help="websocket tabs (light) or Chromium contexts (real rendering)")
     ap.add_argument("--sessions", type=int, default=30)
     ap.add_argument("--duration", type=float, default=120.0, help="seconds of browsing")
     ap.add_argument("--max-concurrent", type=int, default=1, help="the server's job limit")
@@ -387,7 +510,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     report = run_load(args.sessions, args.duration, args.max_concurrent, args.steps,
-                      args.runs, args.url, classroom=not args.no_classroom)
+                      args.runs, args.url, classroom=not args.no_classroom,
+                      client=args.client)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

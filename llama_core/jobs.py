@@ -30,7 +30,9 @@ dying before they are ready, or ``warm=False``, the manager falls back to the pl
 
 Each job gets ``threads = max(1, cores // max_concurrent)`` (``LLAMA_LAB_THREADS`` and
 ``OMP_NUM_THREADS``), so parallel runs do not oversubscribe the cores; on a machine with
-CUDA the default is one run per GPU.
+CUDA the default is one run per GPU. Jobs run at a lower CPU priority (nice
+``LLAMA_LAB_JOB_NICE``, default 5), so a busy classroom's page views are answered before
+training steps; with nothing else to do, training still gets every core.
 
 A daemon thread polls every ``poll_interval`` seconds (and at once on ``submit``): it
 reaps finished processes, records a run whose process died without reporting as failed
@@ -67,6 +69,8 @@ from .runs import REPO_ROOT, RunNotFound, RunStore, StoreError, check_run_id, pi
 log = logging.getLogger("llama_core.jobs")
 
 ENV_THREADS = "LLAMA_LAB_THREADS"
+ENV_NICE = "LLAMA_LAB_JOB_NICE"
+JOB_NICE = 5  # how much a job yields the CPU to the server answering pages
 OOM_MESSAGE = "The run ran out of GPU memory; use a smaller batch_size, context_window or d_model."
 CPU_OOM_MESSAGE = ("The run ran out of memory; use a smaller batch_size, context_window "
                    "or d_model.")
@@ -106,12 +110,26 @@ def default_max_concurrent() -> int:
     return gpus if gpus else max(1, available_cores() // 2)
 
 
+def lower_priority() -> None:
+    """Yield the CPU to the dashboard: renice this job by $LLAMA_LAB_JOB_NICE, once.
+
+    Call it before torch starts its thread pool (threads inherit the priority of the
+    thread that creates them)."""
+    nice = os.environ.pop(ENV_NICE, "")
+    if nice.isdigit() and int(nice) > 0:
+        try:
+            os.nice(int(nice))
+        except OSError:
+            pass  # not allowed here: train at the priority we have
+
+
 def _child_env(threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()  # a job is one process, never a torchrun rank
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")}
     env[ENV_THREADS] = str(threads)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
+    env.setdefault(ENV_NICE, str(JOB_NICE))
     env["PYTHONUNBUFFERED"] = "1"
     paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -172,6 +190,7 @@ def execute_run(store_path: str | os.PathLike | None, run_id: str,
     run that is not queued). Every outcome is recorded in the store; a user's mistake is
     printed as one line on stderr.
     """
+    lower_priority()  # started by a JobManager (from a shell, nothing is set)
     try:
         store = RunStore(store_path)
         run = store.get_run(check_run_id(run_id))
@@ -311,6 +330,7 @@ def worker_main(argv: list[str]) -> int:
     db = argv[argv.index("--db") + 1] if "--db" in argv else None
     ready = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints go to the log, never into the handshake pipe
+    lower_priority()
     _warm_up()
     try:
         ready.write("ready\n")

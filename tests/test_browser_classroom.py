@@ -4,6 +4,7 @@ with a job limit of 1 and classroom settings): zero errors and every run finishe
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -77,3 +78,56 @@ def test_four_students_at_once(browser):
     assert not report["runs_unfinished"]
     assert report["pages"] >= 4 * 4
     assert report["server_rss_mb"]["peak"] > 0
+
+
+def test_a_reload_is_the_same_student(tmp_path, browser, monkeypatch):
+    """The per-student cap survives a reload: the student id lives in a cookie, so the
+    reloaded tab is refused a second run while another browser is not."""
+    from conftest import running_dashboard
+    from llama_core.runs import RunStore
+    from test_browser_train_compare import choose, open_app_page, run_in_url, set_number
+
+    settings = tmp_path / "classroom.toml"
+    settings.write_text("[caps]\nrunning_per_student = 1\nqueued_per_student = 0\n")
+    monkeypatch.setenv("LLAMA_LAB_CLASSROOM", str(settings))
+    monkeypatch.setenv("LLAMA_LAB_MAX_CONCURRENT", "1")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    store = RunStore(runs / "llama_lab.db")
+    alice = browser.new_context(viewport={"width": 1400, "height": 900})
+    bob = browser.new_context(viewport={"width": 1400, "height": 900})
+
+    def launch(page, url):
+        open_app_page(page, f"{url}/train", "Build & train")
+        choose(page, "tr_preset", "tiny")
+        set_number(page, "tr_steps", 100_000)  # stopped below, long before the end
+        page.locator(".st-key-tr_launch button").first.click()
+        wait_for_app(page)
+
+    with running_dashboard(runs, "identity-server.log") as url:
+        try:
+            page = alice.new_page()
+            launch(page, url)
+            page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
+            first = run_in_url(page)
+            cookie = {c["name"]: c["value"] for c in alice.cookies()}["llama_lab_student"]
+            assert store.get_run(first).owner == cookie
+
+            page.reload()
+            launch(page, url)
+            expect(page.get_by_test_id("stAlertContentError")).to_contain_text(
+                "You already have 1 run(s) running and 0 waiting")
+            assert_no_exception(page)
+            screenshot(page, "classroom-cap-after-reload")
+            assert [r.id for r in store.list_runs()] == [first]
+
+            other = bob.new_page()
+            launch(other, url)
+            other.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
+            second = run_in_url(other)
+            assert store.get_run(second).owner not in (None, cookie)
+        finally:
+            for run in store.list_runs(status=("queued", "running")):
+                store.request_stop(run.id)
+            alice.close()
+            bob.close()

@@ -119,10 +119,25 @@ def test_kill_9_interrupts_one_run_only(manager):
         assert_complete(store, run_id)
 
 
+def thread_nices(pid: int) -> set[int]:
+    """The nice value of every thread of a process (field 19 of /proc/PID/task/TID/stat)."""
+    out = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            out.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+        except (OSError, IndexError):
+            continue  # a thread that just ended
+    return out
+
+
 def test_stop_saves_a_checkpoint(manager):
     store = manager.store
     run_id = manager.submit(MODEL, LONG, name="to-stop")
     wait_for(lambda: store.metrics(run_id), what="the first metric")
+    # Training yields the CPU to the server: every thread of the job, torch's pool
+    # included, runs at the job's lower priority.
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert thread_nices(store.get_run(run_id).pid) == {min(19, ours + 5)}
     t0 = time.monotonic()
     assert manager.stop(run_id) == "running"
     assert manager.wait(run_id, timeout=TIMEOUT) == "stopped"

@@ -10,6 +10,7 @@ the SQLite run store is the only truth pages read.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from contextlib import contextmanager
 
@@ -37,11 +38,35 @@ def store() -> RunStore:
     return job_manager().store
 
 
+STUDENT_COOKIE = "llama_lab_student"
+_STUDENT_ID = re.compile(r"s-[0-9a-f]{10}")
+
+
 def owner_id() -> str:
-    """An id for this browser session, recorded as the owner of the runs it starts."""
+    """Who is training: one id per browser, recorded as the owner of the runs it starts.
+
+    Streamlit forgets a session on reload, so the id also lives in a cookie (written by
+    remember_owner). A reload or a second tab is then the same student, and the
+    classroom's per-student caps hold; a shared link carries no identity with it."""
     if "owner" not in st.session_state:
-        st.session_state["owner"] = "s-" + uuid.uuid4().hex[:10]
+        given = st.context.cookies.get(STUDENT_COOKIE)
+        st.session_state["owner"] = (given if isinstance(given, str)
+                                     and _STUDENT_ID.fullmatch(given)
+                                     else "s-" + uuid.uuid4().hex[:10])
     return st.session_state["owner"]
+
+
+def remember_owner() -> None:
+    """Store owner_id() in the browser's cookie unless it came from there already.
+
+    Streamlit cannot set cookies from Python; one line of JavaScript, run once per
+    session, does. The id is ours (s- and 10 hex digits), never user input."""
+    owner = owner_id()
+    if st.context.cookies.get(STUDENT_COOKIE) == owner or st.session_state.get("_remembered"):
+        return
+    st.session_state["_remembered"] = True
+    st.html(f"<script>document.cookie = '{STUDENT_COOKIE}={owner}; path=/; "
+            f"max-age=2592000; SameSite=Lax';</script>", unsafe_allow_javascript=True)
 
 
 def run_label(run: Run) -> str:
