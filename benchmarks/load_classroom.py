@@ -20,9 +20,9 @@ Two kinds of student (--client):
 
 Reported: sessions, pages opened, page time p50/p95/max (and per page), live refreshes,
 errors (Streamlit exceptions, timeouts, dropped connections, launches without a run id),
-runs started/finished/failed and the most that waited at once, CPU seconds of the
-server (its own), of its training processes and of the students, and the server's memory (VmRSS from /proc: at start, peak,
-end; and its training workers').
+runs started/finished/failed and the most that waited at once, CPU seconds of the server
+(its own), of its training processes and of the students, and the server's memory (VmRSS
+from /proc: at start, peak, end; and its training workers').
 
     python benchmarks/load_classroom.py                  # 30 tabs, 120 s
     python benchmarks/load_classroom.py --client browser --sessions 8 --duration 60 --json
@@ -464,7 +464,8 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
     launched = set(stats["launched"])
     live = stats["live_s"]
     report = {
-        "client": client, "sessions": sessions, "duration_s": duration, "driven_s": round(driven_s, 1),
+        "client": client, "sessions": sessions, "duration_s": duration,
+        "driven_s": round(driven_s, 1),
         "max_concurrent": max_concurrent, "steps_per_run": steps,
         "pages": len(pages),
         "page_p50_s": round(statistics.median(pages), 2) if pages else None,

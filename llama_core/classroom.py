@@ -3,7 +3,7 @@
 A TOML file named by the environment variable ``LLAMA_LAB_CLASSROOM`` (see
 ``classroom.example.toml``) sets which presets the pages offer, fields students cannot
 change (``[locked]``), and caps on model size, steps, time and how many runs each
-student (each browser session, the run's ``owner``) may have running and queued.
+student (each browser, the run's ``owner``: ui.state.owner_id) may have running and queued.
 
 The caps are checked in ``RunStore.create_run`` (so the command line, every page and a
 sweep obey them alike) with one sentence per violation, and the per-student running cap

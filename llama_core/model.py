@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, validate_model
+from .errors import UserError
 
 
 # --- Normalisation -----------------------------------------------------------------
@@ -308,6 +309,14 @@ class Llama(nn.Module):
         draw reproducible."""
         steps = self.sample_steps(idx, max_new_tokens, temperature, top_k, generator)
         return torch.cat([idx, *(next_id for next_id, _ in steps)], dim=1)
+
+
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Refuse, in one sentence, sampler settings that would crash or mean nothing."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UserError(f"temperature must be 0 or more, not {temperature!r}.")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be at least 1, not {top_k!r}.")
 
 
 def sampling_probs(logits: torch.Tensor, temperature: float,

@@ -613,7 +613,7 @@ class RunStore:
         """Atomically give the next unclaimed queued run to ``pid`` if fewer than
         ``limit`` runs hold a slot; return its id, or None.
 
-        Fair across owners (browser sessions): the next run belongs to the owner with
+        Fair across owners (students): the next run belongs to the owner with
         the fewest runs holding a slot, then to the owner served longest ago (whose
         latest run started earliest, or never), then it is the oldest of that owner's
         queued runs. So one student's ten queued runs take turns with a classmate's

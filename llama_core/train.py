@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, TrainConfig, model_from_dict, to_dict, train_from_dict
 from .data import CharTokenizer, Corpus, load_corpus
 from .errors import ConfigError, UserError
-from .model import Llama
+from .model import Llama, check_sampling
 
 CHECKPOINT_FORMAT = "llama-lab-checkpoint-1"
 
@@ -128,18 +128,17 @@ def generate_text(model: Llama, tokenizer: CharTokenizer, prompt: str, max_new_c
                   temperature: float = 0.8, top_k: int | None = None, seed: int = 0) -> str:
     """Continue ``prompt`` by ``max_new_chars`` characters; the same seed gives the same
     text. Unknown characters in the prompt raise UnknownCharactersError naming them."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise UserError(f"temperature must be 0 or more, not {temperature!r}.")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k must be at least 1, not {top_k!r}.")
+    check_sampling(temperature, top_k)
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt) if prompt else [0]
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    out = model.generate(idx, max_new_chars, temperature, top_k, gen)
-    model.train(was_training)
+    try:
+        out = model.generate(idx, max_new_chars, temperature, top_k, gen)
+    finally:
+        model.train(was_training)
     return tokenizer.decode(out[0, len(ids) if prompt else 1:].tolist())
 
 

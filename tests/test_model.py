@@ -535,3 +535,16 @@ def test_bug_mask_ones_adds_one_instead_of_minus_infinity():
     fixed = Llama(tiny()).eval()
     with torch.no_grad():
         assert not torch.allclose(plain, fixed(idx), atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature, top_k, says", [
+    (-0.5, None, "temperature must be 0 or more"),
+    (float("nan"), None, "temperature must be 0 or more"),
+    (1.0, 0, "top_k must be at least 1"),
+])
+def test_sampler_settings_are_refused_in_one_sentence(temperature, top_k, says):
+    from llama_core.errors import UserError
+    from llama_core.model import check_sampling
+    with pytest.raises(UserError, match=says):
+        check_sampling(temperature, top_k)
+    check_sampling(0.0, 1)  # greedy with any top_k is fine

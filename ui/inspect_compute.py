@@ -17,7 +17,7 @@ import torch
 
 from llama_core import inspect as I
 from llama_core.errors import UnknownCharactersError, UserError
-from llama_core.model import Llama
+from llama_core.model import Llama, check_sampling
 
 
 def check_prompt(tokenizer, prompt: str) -> None:
@@ -95,10 +95,7 @@ def generate_with_probs(model: Llama, tokenizer, prompt: str, length: int,
     when outside the top). Raises UserError for an empty prompt or unknown characters.
     """
     check_prompt(tokenizer, prompt)
-    if not np.isfinite(temperature) or temperature < 0:
-        raise UserError(f"temperature must be 0 or more, not {temperature!r}.")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k must be at least 1, not {top_k!r}.")
+    check_sampling(temperature, top_k)
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
     gen = torch.Generator().manual_seed(seed)

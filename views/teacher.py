@@ -2,8 +2,8 @@
 comparison exported as one self-contained HTML report.
 
 - The classroom settings in force ($LLAMA_LAB_CLASSROOM), or why they cannot be used.
-- All runs: owner (browser session), status, config in brief, loss; refreshed while any
-  run is going.
+- All runs: owner (an id per student's browser), status, config in brief, loss; refreshed
+  while any run is going.
 - "What did the class find?": every finished run pooled into one distribution per
   variant (by run name, or by identical config), with each run as a dot.
 - Predict which curve wins: pick runs (kept in the URL, ?runs=...), everyone picks a
