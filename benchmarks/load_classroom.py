@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -292,7 +293,11 @@ class TabStudent:
                  timeout_s: float):
         from streamlit_client import StreamlitTab
         self.n, self.stats, self.deadline, self.steps = n, stats, deadline, steps
-        self.tab = StreamlitTab(url, timeout=timeout_s)
+        # The student id a browser keeps in its cookie (ui.state.owner_id), so a reload
+        # is the same student; the run store then tells whose each run is.
+        self.student = "s-" + uuid.uuid4().hex[:10]
+        self.tab = StreamlitTab(url, timeout=timeout_s,
+                                cookies={"llama_lab_student": self.student})
         self.run_id: str | None = None
 
     def error(self, what: str) -> None:
@@ -345,6 +350,7 @@ class TabStudent:
             return
         self.run_id = found.group(1)
         self.stats["launched"].append(self.run_id)
+        self.stats["owners"][self.run_id] = self.student
 
     async def main(self) -> None:
         await asyncio.sleep(random.uniform(0, 3))  # students do not all click at once
@@ -406,7 +412,8 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         proc, url = start_server(runs, max_concurrent, settings, tmp / "server.log")
     store = RunStore(runs / "llama_lab.db")
     sampler = Sampler(proc.pid if proc else None, store)
-    stats = {"page_s": [], "live_s": [], "errors": [], "launched": [], "by_path": {}}
+    stats = {"page_s": [], "live_s": [], "errors": [], "launched": [], "by_path": {},
+             "owners": {}}
     t0 = time.monotonic()
     try:
         sampler.start()
@@ -483,6 +490,9 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         "runs_launched": len(launched), "runs_by_status": by_status,
         "runs_unfinished": sorted(r.id for r in runs_all
                                   if r.id in launched and r.status != "finished"),
+        # Tabs send their student's cookie: every run must be stored as theirs.
+        "runs_with_wrong_owner": sorted(r.id for r in runs_all if r.id in stats["owners"]
+                                        and r.owner != stats["owners"][r.id]),
         "queued_max": sampler.queued_max,
         "server_rss_mb": {"start": round(rss_start / 1024, 1),
                           "peak": round(max(sampler.server or [0]) / 1024, 1),
@@ -492,7 +502,7 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         "server_log": str(tmp / "server.log") if proc else None,
     }
     report["ok"] = (report["errors"] == 0 and report["runs_launched"] == sessions
-                    and not report["runs_unfinished"])
+                    and not report["runs_unfinished"] and not report["runs_with_wrong_owner"])
     return report
 
 

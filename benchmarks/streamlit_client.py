@@ -1,4 +1,4 @@
-"""A browser tab without the browser: Streamlit's own websocket protocol, spoken from Python.
+"""A browser tab without the browser: Streamlit's websocket protocol, spoken from Python.
 
 A Streamlit page is a conversation over one websocket (`/_stcore/stream`): the tab sends a
 `BackMsg` asking for a script run (which page, the query string, the widgets' values) and
@@ -61,8 +61,9 @@ class Page:
 class StreamlitTab:
     """One simulated browser tab: one websocket, one Streamlit session at a time."""
 
-    def __init__(self, url: str, timeout: float = 120.0):
+    def __init__(self, url: str, timeout: float = 120.0, cookies: dict | None = None):
         parts = urlsplit(url)
+        self.cookies = dict(cookies or {})  # sent with every connection, as a browser does
         self.http_url = url.rstrip("/")
         self.ws_url = f"ws://{parts.netloc}{parts.path.rstrip('/')}/_stcore/stream"
         self.timeout = timeout
@@ -80,9 +81,11 @@ class StreamlitTab:
     async def open(self, path: str = "", query: str = "") -> Page:
         """Open ``path`` in a fresh session, as typing the URL or reloading does."""
         await self.close()
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         self.ws = await websockets.connect(
-            self.ws_url, subprotocols=["streamlit"], max_size=None,
-            origin=self.http_url, open_timeout=self.timeout)
+            self.ws_url, subprotocols=["streamlit"], max_size=None, origin=self.http_url,
+            open_timeout=self.timeout,
+            additional_headers={"Cookie": cookie} if cookie else None)
         self.states.clear()
         self.fragments.clear()
         self.query_string = query

@@ -1,8 +1,9 @@
 """The classroom load check in miniature, in CI: benchmarks/load_classroom.py with 12
 students as websocket tabs (Streamlit's own protocol, see benchmarks/streamlit_client.py)
 for 30 s against one server with a job limit of 1 and classroom settings. Every student
-opens pages, launches a tiny run and keeps reading pages whose live parts refresh; the
-check is zero errors and every run finished. Timings are printed, never asserted."""
+opens pages, launches a tiny run and keeps reading pages whose live parts refresh, and
+reloads now and then; the check is zero errors, every run finished and stored as its
+student's (the id a browser keeps in its cookie). Timings are printed, never asserted."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_twelve_students_at_once():
     assert report["errors"] == 0, report["error_samples"]
     assert report["runs_launched"] == 12 and report["runs_by_status"] == {"finished": 12}
     assert not report["runs_unfinished"]
+    assert not report["runs_with_wrong_owner"]  # a reloaded tab is the same student
     assert report["pages"] >= 12 * 4
     assert report["server_rss_mb"]["peak"] > 0
 
