@@ -4,6 +4,7 @@ temporary run store, through the same execute_run path the job manager uses."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from llama_core.config import build_configs
@@ -31,3 +32,14 @@ def train_tiny_runs(db_path: str | Path, variants: dict[str, dict] | None = None
             assert execute_run(store.path, run_id) == 0, store.get_run(run_id).error
             ids.append(run_id)
     return ids
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition", poll: float = 0.05):
+    """Poll until predicate() is truthy and return its value; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -9,7 +9,6 @@ import hashlib
 import os
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from llama_core.config import build_configs
 from llama_core.jobs import JobManager
 from llama_core.runs import RunStore
-from runs_fixtures import TINY, train_tiny_runs
+from runs_fixtures import TINY, train_tiny_runs, wait_for
 
 LONG = {**TINY, "steps": 1_000_000, "time_budget": 60.0, "eval_interval": 5}
 
@@ -38,16 +37,6 @@ def integrity_ok(path: Path) -> bool:
         con.close()
 
 
-def wait_until(pred, timeout: float, what: str, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def consistent(store: RunStore) -> None:
     """No run left claiming to be running without a live process, and no stray status."""
     assert integrity_ok(store.path)
@@ -64,7 +53,7 @@ def test_sigkill_a_worker(runs_dir):
     before = fingerprint(store, done)
     with JobManager(store.path, max_concurrent=1, warm=False, poll_interval=0.1) as jm:
         victim = jm.submit(*build_configs("tiny", LONG), owner="s-a")
-        run = wait_until(lambda: (r := store.get_run(victim)).steps > 0 and r, 120,
+        run = wait_for(lambda: (r := store.get_run(victim)).steps > 0 and r, 120,
                          "the run's first metric")
         os.kill(run.pid, signal.SIGKILL)
         assert jm.wait(victim, timeout=60) == "interrupted"
@@ -104,25 +93,25 @@ def test_kill_the_server_mid_run_and_start_it_again(tmp_path, browser, monkeypat
     try:
         with running_dashboard(runs, "faults-server-1.log") as url:
             open_page(page, f"{url}/teacher")  # the page makes the server's job manager
-            wait_until(lambda: all(store.get_run(r).steps > 0 for r in (survivor, doomed)),
+            wait_for(lambda: all(store.get_run(r).steps > 0 for r in (survivor, doomed)),
                        150, "both runs to train")
             server_pid = _server_pid(url)
             doomed_pid = store.get_run(doomed).pid
             os.killpg(server_pid, signal.SIGKILL)  # no goodbye: not even atexit runs
             os.kill(doomed_pid, signal.SIGKILL)
-            wait_until(lambda: not _alive(server_pid), 10, "the server to die")
+            wait_for(lambda: not _alive(server_pid), 10, "the server to die")
         assert store.get_run(survivor).status in ("running", "finished")
 
         with running_dashboard(runs, "faults-server-2.log") as url:
             open_page(page, f"{url}/teacher")
-            assert wait_until(lambda: store.get_run(doomed).status == "interrupted", 30,
+            assert wait_for(lambda: store.get_run(doomed).status == "interrupted", 30,
                               "the new server to mark the dead run interrupted")
-            assert wait_until(lambda: store.get_run(survivor).status == "finished", 120,
+            assert wait_for(lambda: store.get_run(survivor).status == "finished", 120,
                               "the surviving run to finish on its own")
             fresh = store.create_run(*build_configs("tiny", {**TINY, "steps": 10,
                                                              "eval_interval": 5}),
                                      owner="s-c")
-            assert wait_until(lambda: store.get_run(fresh).status == "finished", 120,
+            assert wait_for(lambda: store.get_run(fresh).status == "finished", 120,
                               "a run submitted after the restart")
     finally:
         context.close()

@@ -21,6 +21,7 @@ import pytest
 from llama_core.config import ModelConfig, TrainConfig
 from llama_core.jobs import JobManager, execute_run
 from llama_core.runs import RunStore
+from runs_fixtures import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, context_window=16)
@@ -29,16 +30,6 @@ TINY = TrainConfig(steps=30, eval_interval=10, eval_batches=2, batch_size=8, sam
 LONG = TrainConfig(steps=1_000_000, eval_interval=10, eval_batches=1, batch_size=8,
                    sample_chars=0)
 TIMEOUT = 120
-
-
-def wait_for(predicate, timeout=TIMEOUT, poll=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

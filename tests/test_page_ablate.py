@@ -4,13 +4,12 @@ the URL and summarised when it finishes, and a record re-run with the same confi
 
 from __future__ import annotations
 
-import base64
 import json
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers_apptest import plotly_values as plain
 from helpers_browser import REPO
 from llama_core import classset
 from llama_core.runs import RunStore
@@ -36,13 +35,6 @@ def open_ablate(**params) -> AppTest:
 
 def chart(at: AppTest, index: int = 0) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.spec)
-
-
-def plain(v) -> list:
-    """A trace's x or y as a list (Plotly may send numbers base64-encoded)."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
-    return list(v or [])
 
 
 def chart_config(at: AppTest, index: int = 0) -> dict:

@@ -5,13 +5,12 @@ the causal mask off, and one-sentence messages for a user's mistakes."""
 
 from __future__ import annotations
 
-import base64
-import json
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers_apptest import plotly_array as array, plotly_specs
 from helpers_browser import REPO
 from runs_fixtures import train_tiny_runs
 
@@ -48,20 +47,8 @@ def app(runs, monkeypatch):
     return make
 
 
-def specs(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
 def titled(at: AppTest, words: str) -> list[dict]:
-    return [s for s in specs(at) if words in s["layout"]["title"]["text"]]
-
-
-def array(v) -> np.ndarray:
-    """A plotly array from the spec: a list, or numpy's base64 typed-array form."""
-    if isinstance(v, dict):
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(x) for x in v["shape"].split(",")]) if "shape" in v else a
-    return np.asarray(v, dtype=float)
+    return [s for s in plotly_specs(at) if words in s["layout"]["title"]["text"]]
 
 
 def axis_titles(spec: dict, letter: str) -> str:

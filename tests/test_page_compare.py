@@ -5,15 +5,14 @@ ids in the URL are a warning naming them. Plus the pure builders behind the page
 
 from __future__ import annotations
 
-import base64
 import json
 import types
 
-import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers_apptest import plotly_values
 from helpers_browser import REPO
 from llama_core import inspect as lc_inspect
 from llama_core.config import model_from_dict
@@ -53,17 +52,11 @@ def open_compare(ids=(), **params) -> AppTest:
     return at
 
 
-def _plain(v):
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
-    return v
-
-
 def traces(at: AppTest) -> list[dict]:
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     out = []
     for t in spec["data"]:
-        t = dict(t, x=_plain(t.get("x")), y=_plain(t.get("y")))
+        t = dict(t, x=plotly_values(t.get("x")), y=plotly_values(t.get("y")))
         out.append(t)
     return out
 

@@ -4,13 +4,12 @@ probabilities at each step, and unknown characters named with the rest of the pa
 
 from __future__ import annotations
 
-import base64
-import json
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers_apptest import plotly_array as array, plotly_specs as bars
 from helpers_browser import REPO
 from llama_core.runs import RunStore
 from llama_core.train import generate_text, load_checkpoint
@@ -54,16 +53,6 @@ def app(runs, monkeypatch):
     make.ids = ids
     make.folder = folder
     return make
-
-
-def bars(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
-def array(v) -> np.ndarray:
-    if isinstance(v, dict):
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-    return np.asarray(v, dtype=float)
 
 
 def checkpoint(app, name):

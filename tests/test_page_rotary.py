@@ -4,8 +4,6 @@ when its prompt moves; learned and absent positions say why the check does not a
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers_apptest import plotly_array as array, plotly_specs
 from helpers_browser import REPO
 from runs_fixtures import train_tiny_runs
 
@@ -47,17 +46,9 @@ def app(runs, monkeypatch):
 
 
 def spec_titled(at: AppTest, words: str) -> dict:
-    found = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    found = [s for s in found if words in s["layout"]["title"]["text"]]
+    found = [s for s in plotly_specs(at) if words in s["layout"]["title"]["text"]]
     assert len(found) == 1, words
     return found[0]
-
-
-def array(v) -> np.ndarray:
-    if isinstance(v, dict):
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(x) for x in v["shape"].split(",")]) if "shape" in v else a
-    return np.asarray(v, dtype=float)
 
 
 def metric_logits(at: AppTest) -> float:

@@ -5,17 +5,16 @@ shared job manager and puts its id in the URL, and the run panel follows the sto
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
 
-import numpy as np
 import plotly.io as pio
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from helpers_apptest import plotly_values
 from helpers_browser import REPO
 from llama_core import inspect as lc_inspect
 from llama_core.config import build_configs
@@ -66,18 +65,11 @@ def shapes_df(at: AppTest):
     return next(d.value for d in at.dataframe if "output shape" in d.value.columns)
 
 
-def _plain(v):
-    """Plotly stores numeric arrays as {"dtype", "bdata"} (base64); make them lists."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
-    return v
-
-
 def chart(at: AppTest, i: int = 0):
     spec = json.loads(at.get("plotly_chart")[i].proto.spec)
     for trace in spec["data"]:
         for axis in ("x", "y"):
-            trace[axis] = _plain(trace.get(axis))
+            trace[axis] = plotly_values(trace.get(axis))
     return pio.from_json(json.dumps(spec))
 
 
