@@ -315,11 +315,13 @@ def class_findings(runs, by: str = "name") -> list[dict]:
     """The class's seeds pooled into one distribution per variant: ablation.summarize
     over every finished run, grouped ``by`` name or by config. Seeds pair variants with
     the baseline as in an ablation; two classmates' runs with the same seed in one
-    variant both count (the second gets a pooled seed of its own)."""
+    variant both count (the second gets a pooled seed of its own). Each row also lists
+    its ``members``: the runs pooled into it, for drawing every run as a dot."""
     from .ablation import summarize
     pooled = []
     labels: dict[str, str] = {}
     seen: dict[str, set] = {}
+    members: dict[str, list] = {}
     for i, run in enumerate(runs):
         if run.status not in ("finished", "stopped") or run.final_val_loss is None:
             continue
@@ -330,11 +332,13 @@ def class_findings(runs, by: str = "name") -> list[dict]:
         if seed in seen.setdefault(label, set()):
             seed = 1_000_000 + i  # a classmate used this seed too: count both runs
         seen[label].add(seed)
+        members.setdefault(label, []).append(run)
         pooled.append({"name": label, "seed": seed, "status": run.status,
                        "final_val_loss": run.final_val_loss, "params": run.params})
     rows = summarize(pooled)
     for row in rows:
         row["runs"] = row.pop("seeds")
+        row["members"] = members.get(row["variant"], [])
     return rows
 
 

@@ -287,3 +287,12 @@ def test_live_progress_extrapolates_between_evaluations():
     timed = live_progress(_Run(started=now - 15.0, steps=1_000_000, budget=60.0), None, now)
     assert timed["fraction"] == pytest.approx(0.25)
     assert timed["eta_s"] == pytest.approx(45.0)
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (0.34, "0.3 s"), (4, "4 s"), (9.94, "9.9 s"), (9.96, "10 s"), (45, "45 s"),
+    (185, "3 min 05 s"),
+    (3725, "1 h 02 min"), (None, "—"), (float("nan"), "—")])
+def test_durations_read_naturally(seconds, shown):
+    from ui.run_widgets import duration
+    assert duration(seconds) == shown

@@ -256,9 +256,11 @@ def live_progress(run, last: dict | None, now: float | None = None) -> dict:
 
 
 def duration(seconds: float | None) -> str:
-    """'45 s', '3 min 05 s', '1 h 02 min'; '—' when unknown."""
+    """'0.4 s', '45 s', '3 min 05 s', '1 h 02 min'; '—' when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "—"
+    if seconds < 9.95:
+        return f"{round(seconds, 1):g} s"  # a tiny run should not read "0 s"
     s = int(round(seconds))
     if s < 100:
         return f"{s} s"

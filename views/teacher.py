@@ -24,6 +24,7 @@ from llama_core import classroom
 from llama_core.errors import UserError
 from llama_core.report import comparison_html, loss_figure
 from ui import state
+from ui.loss_charts import colour
 
 st.title("Teacher")
 st.caption("The whole room at a glance: every run, what the class found, and a "
@@ -74,7 +75,7 @@ def runs_frame(runs) -> pd.DataFrame:
     return pd.DataFrame([{
         "id": r.id, "owner": r.owner or "(command line)", "name": r.name, "seed": r.seed,
         "status": r.status, "config": brief(r), "steps": r.steps,
-        "val loss": r.final_val_loss, "train loss": r.final_train_loss,
+        "val loss (nats/char)": r.final_val_loss, "train loss (nats/char)": r.final_train_loss,
         "error": r.error or ""} for r in runs])
 
 
@@ -88,13 +89,18 @@ def room() -> None:
     b.metric("Students", len(owners - {None}))
     c.metric("Running or queued", going)
     if runs:
-        st.dataframe(runs_frame(runs), hide_index=True, width="stretch", height=320)
+        st.dataframe(runs_frame(runs), hide_index=True, width="stretch")
     else:
         st.info("No runs yet: students start them on the Build & train page.")
 
 
 st.subheader("All runs in the room")
 room()
+
+def number(x, fmt: str = ".4f") -> str:
+    """A table cell: the value in nats/char to 4 decimals, or — when there is none."""
+    return "—" if x is None else format(x, fmt)
+
 
 # --- What did the class find? ---------------------------------------------------------
 
@@ -109,23 +115,28 @@ if not finished:
             "variant.")
 else:
     rows = classroom.class_findings(finished, by=by or "name")
-    table = pd.DataFrame(rows)[["variant", "runs", "mean", "ci95", "diff_vs_baseline",
-                                "diff_ci95", "verdict"]]
-    st.dataframe(table.rename(columns={"mean": "mean val loss", "ci95": "± 95%",
-                                       "diff_vs_baseline": "vs baseline",
-                                       "diff_ci95": "± 95% (diff)"}),
-                 hide_index=True, width="stretch")
+    table = pd.DataFrame({
+        "variant": [r["variant"] for r in rows],
+        "runs": [r["runs"] for r in rows],
+        "mean val loss (nats/char)": [number(r["mean"]) for r in rows],
+        "± 95%": [number(r["ci95"]) for r in rows],
+        "vs baseline (nats/char)": [number(r["diff_vs_baseline"], "+.4f") for r in rows],
+        "± 95% (diff)": [number(r["diff_ci95"]) for r in rows],
+        "verdict": [r["verdict"] for r in rows]})
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("vs baseline: the mean of (variant − baseline) over the seeds both have, "
+               "paired seed by seed; negative is better. — : no error bar from a single "
+               "seed, or the baseline itself.")
     fig = go.Figure()
-    keys = {}
-    for r in finished:
-        keys.setdefault(classroom.variant_key(r, by or "name"), []).append(r)
-    for i, (key, group) in enumerate(keys.items()):
-        name = group[0].name if (by or "name") == "name" else f"{group[0].name} #{i + 1}"
-        fig.add_trace(go.Box(y=[r.final_val_loss for r in group], name=name[:40],
+    for i, row in enumerate(rows):
+        group = row["members"]
+        fig.add_trace(go.Box(y=[r.final_val_loss for r in group], name=row["variant"][:40],
                              boxpoints="all", jitter=0.4, pointpos=0,
+                             marker_color=colour(i), line_color=colour(i),
                              text=[f"{r.id} · {r.owner or 'cli'} · seed {r.seed}"
                                    for r in group], hoverinfo="y+text"))
-    fig.update_layout(yaxis_title="final validation loss", template="plotly_white",
+    fig.update_layout(yaxis_title="final validation loss (nats/char)",
+                      xaxis_title="variant (every dot is one run)", template="plotly_white",
                       height=380, showlegend=False, margin=dict(t=20))
     st.plotly_chart(fig, key="t_class", width="stretch")
 
