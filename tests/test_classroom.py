@@ -163,6 +163,8 @@ def test_class_findings_pool_seeds_across_students(runs_dir):
     rows = {r["variant"]: r for r in class_findings(store.list_runs())}
     assert rows["baseline"]["runs"] == 4 and rows["no-rope"]["runs"] == 4
     assert rows["baseline"]["mean"] == pytest.approx(2.15)
+    assert sorted(r.final_val_loss for r in rows["baseline"]["members"]) == pytest.approx(
+        [2.0, 2.1, 2.2, 2.3])  # the runs behind the row, one dot each on the page
     assert rows["no-rope"]["diff_vs_baseline"] > 0
     by_config = class_findings(store.list_runs(), by="config")
     assert len(by_config) == 1 and by_config[0]["runs"] == 8  # same config, names differ
