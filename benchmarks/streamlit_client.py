@@ -187,6 +187,8 @@ class StreamlitTab:
                 raw = await asyncio.wait_for(self.ws.recv(), self.timeout)
             except websockets.ConnectionClosed as e:
                 raise ProtocolError(f"the server closed the connection ({e})") from None
+            except TimeoutError:
+                raise ProtocolError(f"no answer within {self.timeout:g} s") from None
             msg = ForwardMsg()
             msg.ParseFromString(raw)
             kind = msg.WhichOneof("type")
@@ -208,14 +210,17 @@ class StreamlitTab:
             elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
                 self._read_element(msg.delta.new_element, page)
             elif kind == "script_finished":
-                page.finished = msg.script_finished
                 if msg.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
-                    continue  # superseded by a rerun the server already started
+                    # Superseded by a rerun the server already started: keep reading.
+                    page = Page(seconds=0.0, finished=-1, query_string=page.query_string)
+                    continue
+                page.finished = msg.script_finished
+                if page.finished not in FINISHED:
+                    page.exceptions.append("the page's script did not compile")
                 page.seconds = time.monotonic() - t0
-                if fragment:  # a fragment redraws part of the page: keep the rest
-                    merged = self.last or page
-                    merged.exceptions, merged.errors = page.exceptions, page.errors
-                    page.widgets = {**merged.widgets, **page.widgets}
+                if fragment and self.last:  # a fragment redraws part of the page
+                    page.widgets = {**self.last.widgets, **page.widgets}
+                    page.headings = self.last.headings + page.headings
                 self.last = page
                 return page
 
