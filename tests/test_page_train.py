@@ -296,3 +296,23 @@ def test_live_progress_extrapolates_between_evaluations():
 def test_durations_read_naturally(seconds, shown):
     from ui.run_widgets import duration
     assert duration(seconds) == shown
+
+
+def test_with_no_run_in_the_url_a_student_finds_their_own(store_dir, store):
+    """The student id outlives the session (a cookie), so a fresh visit to the page lists
+    that student's runs, and only theirs."""
+    model, train = build_configs("tiny")
+    mine = store.create_run(model, train, name="mine", owner="s-00000000aa", pid=os.getpid())
+    theirs = store.create_run(model, train, name="theirs", owner="s-00000000bb",
+                              pid=os.getpid())
+    for run_id in (mine, theirs):  # claimed by pid above, so no job manager trains them
+        store.finish_run(run_id, "finished", None)
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    at.switch_page("views/train.py")
+    at.session_state["owner"] = "s-00000000aa"
+    at.run()
+    assert not at.exception
+    links = [link.proto.label for link in at.get("page_link")]
+    assert any(mine in label and "mine" in label for label in links), links
+    assert not any("theirs" in label for label in links), links
+    assert any("open one of yours" in i.value for i in at.info)

@@ -487,7 +487,14 @@ st.divider()
 st.subheader("Your run", anchor="your-run")
 run_id = url_run
 if not run_id:
-    st.info("No run yet: press **Launch** to train the model you built.")
+    mine = state.store().list_runs(owner=state.owner_id(), limit=5)
+    if not mine:
+        st.info("No run yet: press **Launch** to train the model you built.")
+    else:
+        st.info("No run shown. Press **Launch** for a new one, or open one of yours:")
+        for run in mine:
+            st.page_link("views/train.py", label=state.run_label(run),
+                         query_params={"run": run.id}, icon=":material/history:")
 else:
     try:
         active = state.store().get_run(run_id).active
