@@ -316,3 +316,11 @@ def test_with_no_run_in_the_url_a_student_finds_their_own(store_dir, store):
     assert any(mine in label and "mine" in label for label in links), links
     assert not any("theirs" in label for label in links), links
     assert any("open one of yours" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (17.2, "17 s"), (99.4, "99 s"), (100, "2 min"), (2946, "49 min"), (9780, "2.7 h"),
+    (None, "—")])
+def test_estimates_fit_a_metric_tile(seconds, shown):
+    from ui.run_widgets import rough_duration
+    assert rough_duration(seconds) == shown

@@ -269,6 +269,17 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
+def rough_duration(seconds: float | None) -> str:
+    """An estimate, short enough for a metric tile: '45 s', '12 min', '2.7 h'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 99.5:
+        return f"{seconds:.0f} s"
+    if seconds < 99.5 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def si(x: float | None, unit: str = "") -> str:
     """1234567 -> '1.23 M' (with unit); '—' when unknown."""
     if x is None:

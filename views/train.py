@@ -26,7 +26,7 @@ from llama_core.speed import estimate, mfu, peak_flops
 from ui import state
 from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure
 from ui.run_widgets import (config_dict, duration, live_progress, parameter_table,
-                            shapes_table, short_label, si)
+                            rough_duration, shapes_table, short_label, si)
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESET = "tiny"
@@ -219,8 +219,9 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
              help=f"Training FLOPs per token. Forward {si(fwd)}; the backward pass "
                   "costs about twice the forward, so training ≈ 3 × forward.")
     guess = estimate(model, train, target_device(train), past_speeds(target_device(train)))
-    c.metric("Estimated time", duration(guess["seconds"]),
-             help=f"About {guess['tokens_per_s']:,.0f} tokens/s on this device, predicted "
+    c.metric("Estimated time", rough_duration(guess["seconds"]),
+             help=f"About {duration(guess['seconds'])} at {guess['tokens_per_s']:,.0f} "
+                  "tokens/s on this device, predicted "
                   f"from the FLOP/s that earlier runs reached ({guess['basis']}); "
                   "evaluations add a little.")
     shown = table.drop(columns=["part"])
