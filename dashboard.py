@@ -4,12 +4,14 @@ Only navigation and the shared sidebar live here; each view is a file under view
 A page appears in the menu only once its file exists, so the app runs at every commit.
 """
 
+import os
 from pathlib import Path
 
 import streamlit as st
 import torch
 
-from ui.state import remember_owner
+from llama_core.classroom import ENV_CLASSROOM
+from ui.state import name_box, remember_owner
 
 HERE = Path(__file__).parent
 
@@ -45,5 +47,7 @@ with st.sidebar:
     st.caption("**Llama Lab**: build Llama one change at a time")
     st.caption(f"Device: {device_label()}")
     remember_owner()
+    if os.environ.get(ENV_CLASSROOM):
+        name_box()
 
 current.run()

@@ -1,4 +1,5 @@
-"""The durable run store: every run's config, status, metrics and samples in SQLite.
+"""The durable run store: every run's config, status, metrics and samples in SQLite
+(and the names students give themselves in a classroom).
 
 Why SQLite: the dashboard, the job manager and each training process are different
 processes (and threads); the store is the one truth they all read and write. The
@@ -135,8 +136,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             text TEXT NOT NULL,
             PRIMARY KEY (run_id, step)) WITHOUT ROWID""",
     ]),
+    ("student names shown to the teacher", [
+        """CREATE TABLE students (
+            owner TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            updated REAL NOT NULL) WITHOUT ROWID""",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+STUDENT_NAME_MAX = 40
 
 
 # --- Values -----------------------------------------------------------------------
@@ -650,6 +658,35 @@ class RunStore:
             c.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, row[0]))
             return row[0]
         return self._write(claim)
+
+    # -- students --
+
+    def set_student_name(self, owner: str, name: str) -> str:
+        """Remember the name a student typed, for the Teacher page; an empty name forgets
+        it. Returns the name as stored (whitespace collapsed)."""
+        if not isinstance(owner, str) or not owner.strip():
+            raise UserError("A student name needs the student's id; reload the page.")
+        name = " ".join(str(name).split())
+        if len(name) > STUDENT_NAME_MAX:
+            raise UserError(f"A name can be at most {STUDENT_NAME_MAX} characters, not "
+                            f"{len(name)}; use a shorter one.")
+        if not name.isprintable():
+            raise UserError("A name cannot contain control characters; type it again.")
+        owner = owner[:200]
+
+        def write(c):
+            if name:
+                c.execute("INSERT INTO students (owner, name, updated) VALUES (?, ?, ?) "
+                          "ON CONFLICT (owner) DO UPDATE SET name = excluded.name, "
+                          "updated = excluded.updated", (owner, name, time.time()))
+            else:
+                c.execute("DELETE FROM students WHERE owner = ?", (owner,))
+        self._write(write)
+        return name
+
+    def student_names(self) -> dict[str, str]:
+        """Every student's chosen name, by owner id."""
+        return dict(self._read("SELECT owner, name FROM students"))
 
     def set_pid(self, run_id: str, pid: int | None) -> None:
         """Hand a claimed run to the process that executes it (or release it: None)."""

@@ -227,6 +227,39 @@ def test_teacher_page_lists_the_room_and_pools_the_class(room_runs, monkeypatch)
     assert "t_class" in [c.key for c in at.get("plotly_chart")] or at.get("plotly_chart")
 
 
+def test_a_student_names_themself_and_the_teacher_sees_it(room_runs, monkeypatch,
+                                                          tmp_path):
+    from streamlit.testing.v1 import AppTest
+    settings = tmp_path / "room.toml"
+    settings.write_text("[caps]\nrunning_per_student = 1\n")
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    at.session_state["owner"] = "s-ann"
+    at.run()
+    try:
+        at.text_input(key="student_name").input("  Ann   Smith ").run()
+        assert not at.exception
+        assert room_runs.store.student_names() == {"s-ann": "Ann Smith"}
+        assert at.text_input(key="student_name").value == "Ann Smith"
+        at.text_input(key="student_name").input("Ann\x07").run()  # a crafted message
+        assert "control characters" in at.sidebar.error[0].value
+        assert room_runs.store.student_names() == {"s-ann": "Ann Smith"}  # kept
+        room = next(d.value for d in open_teacher(room_runs).dataframe
+                    if "owner" in d.value.columns)
+        assert set(room["owner"]) == {"Ann Smith (s-ann)", "s-bob"}
+    finally:
+        room_runs.store.set_student_name("s-ann", "")
+
+
+def test_without_a_classroom_nobody_is_asked_for_a_name(room_runs, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60).run()
+    assert not at.exception
+    assert "student_name" not in [t.key for t in at.text_input]
+
+
 def test_predict_then_reveal_then_export(room_runs, monkeypatch):
     monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
     a, b = room_runs.ids[("s-ann", "baseline", 0)], room_runs.ids[("s-ann", "no-rope", 0)]

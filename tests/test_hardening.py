@@ -182,6 +182,13 @@ CASES = [
     ("group-traversal", lambda c: c["store"].create_run(*build_configs("tiny"),
                                                         group="../../x"),
      UserError, "not a group id"),
+    # --- a student's name, as a crafted websocket message could send it
+    ("student-name-control-characters",
+     lambda c: c["store"].set_student_name("s-0123456789", "Ann\x00<b>"), UserError,
+     "control characters"),
+    ("student-name-too-long", lambda c: c["store"].set_student_name("s-0123456789",
+                                                                    "A" * 5000),
+     UserError, "at most 40 characters"),
     # --- stores
     ("store-not-sqlite", lambda c: RunStore(c["files"]["notsqlite"]), UserError,
      "not SQLite"),

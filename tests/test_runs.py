@@ -101,7 +101,8 @@ def test_wal_and_schema_version(store):
     raw = sqlite3.connect(store.path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert raw.execute("SELECT version FROM llama_lab_schema").fetchall() == [(1,)]
+    assert raw.execute("SELECT version FROM llama_lab_schema").fetchall() == [
+        (v,) for v in range(1, SCHEMA_VERSION + 1)]
     raw.close()
     assert store._connect().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
@@ -125,6 +126,42 @@ def test_migration_upgrades_and_keeps_data(tmp_path, monkeypatch):
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     assert "note" in [r[1] for r in raw.execute("PRAGMA table_info(runs)")]
     raw.close()
+
+
+def test_a_first_release_database_gains_student_names(tmp_path, monkeypatch):
+    """A store written before student names existed opens, keeps its runs and can
+    remember names from then on."""
+    path = tmp_path / "v1.db"
+    with monkeypatch.context() as m:
+        m.setattr(runs_module, "MIGRATIONS", runs_module.MIGRATIONS[:1])
+        m.setattr(runs_module, "SCHEMA_VERSION", 1)
+        rid = RunStore(path).create_run(MODEL, TRAIN, name="from v1", owner="s-0123456789")
+    s = RunStore(path)
+    assert s.get_run(rid).name == "from v1"
+    assert s.set_student_name("s-0123456789", "  Ada   Lovelace ") == "Ada Lovelace"
+    assert s.student_names() == {"s-0123456789": "Ada Lovelace"}
+
+
+def test_student_names_are_kept_replaced_and_forgotten(store):
+    assert store.student_names() == {}
+    store.set_student_name("s-aaaaaaaaaa", "Ada")
+    store.set_student_name("s-bbbbbbbbbb", "Grace")
+    store.set_student_name("s-aaaaaaaaaa", "Ada L.")
+    assert store.student_names() == {"s-aaaaaaaaaa": "Ada L.", "s-bbbbbbbbbb": "Grace"}
+    assert store.set_student_name("s-bbbbbbbbbb", "   ") == ""
+    assert store.student_names() == {"s-aaaaaaaaaa": "Ada L."}
+
+
+@pytest.mark.parametrize("owner, name, says", [
+    ("s-aaaaaaaaaa", "x" * 41, "at most 40 characters, not 41"),
+    ("s-aaaaaaaaaa", "Ada\x00", "control characters"),
+    ("", "Ada", "needs the student's id"),
+])
+def test_a_bad_student_name_is_one_sentence_and_changes_nothing(store, owner, name, says):
+    store.set_student_name("s-aaaaaaaaaa", "Ada")
+    with pytest.raises(UserError, match=says):
+        store.set_student_name(owner, name)
+    assert store.student_names() == {"s-aaaaaaaaaa": "Ada"}
 
 
 def test_newer_schema_is_refused(tmp_path):

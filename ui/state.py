@@ -69,6 +69,29 @@ def remember_owner() -> None:
             f"max-age=2592000; SameSite=Lax';</script>", unsafe_allow_javascript=True)
 
 
+def name_box() -> None:
+    """A classroom's sidebar field where a student tells the teacher who they are.
+
+    Stored in the run store under owner_id(), so it follows the student across reloads
+    and pages, and the Teacher page shows it beside their runs."""
+    owner = owner_id()
+    if "student_name" not in st.session_state:
+        st.session_state["student_name"] = store().student_names().get(owner, "")
+
+    def save() -> None:
+        try:
+            st.session_state["student_name"] = store().set_student_name(
+                owner, st.session_state["student_name"])
+        except UserError as e:
+            st.session_state["student_name_error"] = str(e)
+
+    st.text_input("Your name, for the teacher", key="student_name", max_chars=40,
+                  on_change=save, placeholder="optional")
+    error = st.session_state.pop("student_name_error", None)
+    if error:
+        st.error(error)
+
+
 def run_label(run: Run) -> str:
     """How a run is named in pickers and legends: id, name and seed."""
     return f"{run.id} · {run.name} · seed {run.seed} · {run.status}"

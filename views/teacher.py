@@ -2,8 +2,8 @@
 comparison exported as one self-contained HTML report.
 
 - The classroom settings in force ($LLAMA_LAB_CLASSROOM), or why they cannot be used.
-- All runs: owner (an id per student's browser), status, config in brief, loss; refreshed
-  while any run is going.
+- All runs: owner (the name a student gave, and the id of their browser), status,
+  config in brief, loss; refreshed while any run is going.
 - "What did the class find?": every finished run pooled into one distribution per
   variant (by run name, or by identical config), with each run as a dot.
 - Predict which curve wins: pick runs (kept in the URL, ?runs=...), everyone picks a
@@ -71,9 +71,17 @@ def brief(run) -> str:
                                               if t.get("time_budget") else ""))
 
 
+def who(owner: str | None, names: dict[str, str]) -> str:
+    """A run's owner as the teacher reads it: the name the student gave, and their id."""
+    if owner is None:
+        return "(command line)"
+    return f"{names[owner]} ({owner})" if owner in names else owner
+
+
 def runs_frame(runs) -> pd.DataFrame:
+    names = store.student_names()
     return pd.DataFrame([{
-        "id": r.id, "owner": r.owner or "(command line)", "name": r.name, "seed": r.seed,
+        "id": r.id, "owner": who(r.owner, names), "name": r.name, "seed": r.seed,
         "status": r.status, "config": brief(r), "steps": r.steps,
         "val loss (nats/char)": r.final_val_loss, "train loss (nats/char)": r.final_train_loss,
         "error": r.error or ""} for r in runs])
@@ -128,12 +136,13 @@ else:
                "paired seed by seed; negative is better. — : no error bar from a single "
                "seed, or the baseline itself.")
     fig = go.Figure()
+    names = store.student_names()
     for i, row in enumerate(rows):
         group = row["members"]
         fig.add_trace(go.Box(y=[r.final_val_loss for r in group], name=row["variant"][:40],
                              boxpoints="all", jitter=0.4, pointpos=0,
                              marker_color=colour(i), line_color=colour(i),
-                             text=[f"{r.id} · {r.owner or 'cli'} · seed {r.seed}"
+                             text=[f"{r.id} · {who(r.owner, names)} · seed {r.seed}"
                                    for r in group], hoverinfo="y+text"))
     fig.update_layout(yaxis_title="final validation loss (nats/char)",
                       xaxis_title="variant (every dot is one run)", template="plotly_white",
