@@ -22,7 +22,7 @@ Reported: sessions, pages opened, page time p50/p95/max (and per page), live ref
 errors (Streamlit exceptions, timeouts, dropped connections, launches without a run id),
 runs started/finished/failed and the most that waited at once, CPU seconds of the server
 (its own), of its training processes and of the students, and the server's memory (VmRSS
-from /proc: at start, peak, end; and its training workers').
+from /proc: at start, peak, end, the peak of each minute; and its training workers').
 
     python benchmarks/load_classroom.py                  # 30 tabs, 120 s
     python benchmarks/load_classroom.py --client browser --sessions 8 --duration 60 --json
@@ -497,6 +497,9 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
         "server_rss_mb": {"start": round(rss_start / 1024, 1),
                           "peak": round(max(sampler.server or [0]) / 1024, 1),
                           "end": round(rss_end / 1024, 1)},
+        # Half-second samples, the highest of each minute: a leak shows as a slope.
+        "server_rss_mb_by_minute": [round(max(sampler.server[i:i + 120]) / 1024)
+                                    for i in range(0, len(sampler.server), 120)],
         "workers_rss_peak_mb": round(max(sampler.workers or [0]) / 1024, 1),
         "all_finished_s": round(time.monotonic() - t0, 1),
         "server_log": str(tmp / "server.log") if proc else None,
