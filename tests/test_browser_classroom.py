@@ -81,8 +81,9 @@ def test_four_students_at_once(browser):
 
 
 def test_a_reload_is_the_same_student(tmp_path, browser, monkeypatch):
-    """The per-student cap survives a reload: the student id lives in a cookie, so the
-    reloaded tab is refused a second run while another browser is not."""
+    """The per-student cap and name survive a reload: the student id lives in a cookie,
+    so the reloaded tab keeps its name and is refused a second run, while another
+    browser is not."""
     from conftest import running_dashboard
     from llama_core.runs import RunStore
     from test_browser_train_compare import choose, open_app_page, run_in_url, set_number
@@ -112,8 +113,15 @@ def test_a_reload_is_the_same_student(tmp_path, browser, monkeypatch):
             first = run_in_url(page)
             cookie = {c["name"]: c["value"] for c in alice.cookies()}["llama_lab_student"]
             assert store.get_run(first).owner == cookie
+            name = page.locator(".st-key-student_name input")
+            name.fill("Alice")
+            name.press("Enter")
+            wait_for_app(page)
+            assert store.student_names() == {cookie: "Alice"}
 
             page.reload()
+            wait_for_app(page)
+            expect(page.locator(".st-key-student_name input")).to_have_value("Alice")
             launch(page, url)
             expect(page.get_by_test_id("stAlertContentError")).to_contain_text(
                 "You already have 1 run(s) running and 0 waiting")
