@@ -26,7 +26,7 @@ from torch import nn
 
 from .config import ModelConfig, validate_model
 from .errors import UserError
-from .model import Llama, rope_frequencies
+from .model import Llama, eval_mode, rope_frequencies
 
 COMPONENTS = ("embedding", "positions", "attention", "feed_forward", "norms", "head")
 
@@ -193,18 +193,13 @@ def _quiet(model: nn.Module, seed: int | None = None):
     """Eval mode, no gradients, and the global RNG restored afterwards; the model's
     training flag is put back too. With ``seed``, the RNG is seeded so a dropout-at-eval
     model draws the same masks each time the block is entered with the same seed."""
-    was_training = model.training
     device = _device(model)
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
             torch.manual_seed(seed)
-        model.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            yield
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -11,6 +11,7 @@ Module names match Meta's, so a reader can hold the two files side by side.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 
@@ -291,8 +292,8 @@ class Llama(nn.Module):
         Yields, per step, ``(next_id, probs)``: the ids drawn (B, 1) and the distribution
         they were drawn from (B, vocab), as ``sampling_probs`` gives it (the plain softmax
         at temperature 0, where the draw is the argmax). Each step reads at most the last
-        ``context_window`` tokens. The model is run in whatever mode it is in: call
-        ``eval()`` first (and restore the training flag after) to sample without dropout.
+        ``context_window`` tokens. The model is run in whatever mode it is in: wrap the loop
+        in ``eval_mode(model)`` to sample without dropout.
         """
         for _ in range(max_new_tokens):
             context = idx[:, -self.cfg.context_window:]
@@ -311,6 +312,18 @@ class Llama(nn.Module):
         return torch.cat([idx, *(next_id for next_id, _ in steps)], dim=1)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run a block in eval mode (no dropout) and give the model back its training flag
+    afterwards, even when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def check_sampling(temperature: float, top_k: int | None) -> None:
     """Refuse, in one sentence, sampler settings that would crash or mean nothing."""
     if not math.isfinite(temperature) or temperature < 0:
@@ -321,7 +334,7 @@ def check_sampling(temperature: float, top_k: int | None) -> None:
 
 def sampling_probs(logits: torch.Tensor, temperature: float,
                    top_k: int | None) -> torch.Tensor:
-    """The distribution ``sample_next`` draws from, (B, vocab) -> (B, vocab):
+    """The distribution ``sample_with_probs`` draws from, (B, vocab) -> (B, vocab):
     ``softmax(logits / temperature)`` with every logit below the k-th largest of its row
     set to -inf first when top_k is given. At temperature 0 the draw is the argmax; the
     plain softmax is returned so a reader still sees how sure the model was."""
@@ -344,9 +357,3 @@ def sample_with_probs(logits: torch.Tensor, temperature: float, top_k: int | Non
     if generator is not None and probs.device.type != generator.device.type:
         return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device), probs
     return torch.multinomial(probs, 1, generator=generator), probs
-
-
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from the last position's logits (B, vocab) -> (B, 1)."""
-    return sample_with_probs(logits, temperature, top_k, generator)[0]

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig, TrainConfig, model_from_dict, to_dict, train_from_dict
 from .data import CharTokenizer, Corpus, load_corpus
 from .errors import ConfigError, UserError
-from .model import Llama, check_sampling
+from .model import Llama, check_sampling, eval_mode
 
 CHECKPOINT_FORMAT = "llama-lab-checkpoint-1"
 
@@ -97,14 +97,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
 @torch.no_grad()
 def evaluate(model: Llama, batches, device: torch.device, autocast) -> float:
     """Mean cross-entropy (nats per character) over fixed batches, in eval mode."""
-    was_training = model.training
-    model.eval()
     total = torch.zeros((), device=device)
-    for x, y in batches:
-        with autocast():
-            logits = model(x.to(device))
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in batches:
+            with autocast():
+                logits = model(x.to(device))
+            total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten())
     return (total / len(batches)).item()
 
 
@@ -133,12 +131,8 @@ def generate_text(model: Llama, tokenizer: CharTokenizer, prompt: str, max_new_c
     ids = tokenizer.encode(prompt) if prompt else [0]
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = model.generate(idx, max_new_chars, temperature, top_k, gen)
-    finally:
-        model.train(was_training)
     return tokenizer.decode(out[0, len(ids) if prompt else 1:].tolist())
 
 

@@ -17,7 +17,7 @@ import torch
 
 from llama_core import inspect as I
 from llama_core.errors import UnknownCharactersError, UserError
-from llama_core.model import Llama, check_sampling
+from llama_core.model import Llama, check_sampling, eval_mode
 
 
 def check_prompt(tokenizer, prompt: str) -> None:
@@ -100,16 +100,12 @@ def generate_with_probs(model: Llama, tokenizer, prompt: str, length: int,
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
     gen = torch.Generator().manual_seed(seed)
     drawn, rows = [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         steps = model.sample_steps(idx, length, temperature, top_k, gen)
         for step, (next_id, probs) in enumerate(steps, start=1):
             chosen = int(next_id[0, 0])
             drawn.append(chosen)
             rows += _step_rows(tokenizer, step, probs[0].cpu(), chosen, top)
-    finally:
-        model.train(was_training)
     text = tokenizer.decode(drawn)
     table = pd.DataFrame(rows, columns=["step", "rank", "character", "probability",
                                         "chosen"])
