@@ -34,6 +34,14 @@ def train_tiny_runs(db_path: str | Path, variants: dict[str, dict] | None = None
     return ids
 
 
+def trained_store(tmp_path_factory, name: str, variants: dict[str, dict]):
+    """A fresh runs folder holding one tiny finished run per variant: (folder, {variant
+    name: run id}), for a module's page tests."""
+    folder = tmp_path_factory.mktemp(name)
+    ids = train_tiny_runs(folder / "llama_lab.db", variants)
+    return folder, dict(zip(variants, ids))
+
+
 def wait_for(predicate, timeout: float = 120, what: str = "condition", poll: float = 0.05):
     """Poll until predicate() is truthy and return its value; fail naming ``what``."""
     deadline = time.monotonic() + timeout

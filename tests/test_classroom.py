@@ -216,6 +216,24 @@ def open_teacher(room_runs, ids=()):
     return at
 
 
+def dashboard_in_room(room_runs, monkeypatch, tmp_path, settings: str | None = None,
+                      page: str | None = None, owner: str | None = None):
+    """The dashboard under AppTest on the room's runs, run once: with these classroom
+    settings (None: classroom mode off), on ``page``, as the student ``owner``."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
+    if settings is not None:
+        path = tmp_path / "room.toml"
+        path.write_text(settings)
+        monkeypatch.setenv(classroom.ENV_CLASSROOM, str(path))
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    if page:
+        at.switch_page(page)
+    if owner:
+        at.session_state["owner"] = owner
+    return at.run()
+
+
 def test_teacher_page_lists_the_room_and_pools_the_class(room_runs, monkeypatch):
     monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
     at = open_teacher(room_runs)
@@ -229,14 +247,8 @@ def test_teacher_page_lists_the_room_and_pools_the_class(room_runs, monkeypatch)
 
 def test_a_student_names_themself_and_the_teacher_sees_it(room_runs, monkeypatch,
                                                           tmp_path):
-    from streamlit.testing.v1 import AppTest
-    settings = tmp_path / "room.toml"
-    settings.write_text("[caps]\nrunning_per_student = 1\n")
-    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
-    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.session_state["owner"] = "s-ann"
-    at.run()
+    at = dashboard_in_room(room_runs, monkeypatch, tmp_path,
+                           "[caps]\nrunning_per_student = 1\n", owner="s-ann")
     try:
         at.text_input(key="student_name").input("  Ann   Smith ").run()
         assert not at.exception
@@ -252,10 +264,8 @@ def test_a_student_names_themself_and_the_teacher_sees_it(room_runs, monkeypatch
         room_runs.store.set_student_name("s-ann", "")
 
 
-def test_without_a_classroom_nobody_is_asked_for_a_name(room_runs, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60).run()
+def test_without_a_classroom_nobody_is_asked_for_a_name(room_runs, monkeypatch, tmp_path):
+    at = dashboard_in_room(room_runs, monkeypatch, tmp_path)
     assert not at.exception
     assert "student_name" not in [t.key for t in at.text_input]
 
@@ -315,19 +325,13 @@ def test_command_line_obeys_the_classroom(tmp_path):
 
 
 def test_teacher_key(room_runs, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
     assert parse("[classroom]\nteacher_key = 'owl-42'\n").teacher_ok("owl-42")
     assert not parse("[classroom]\nteacher_key = 'owl-42'\n").teacher_ok("owl")
     assert parse("").teacher_ok(None)
     with pytest.raises(ClassroomError, match="teacher_key must be"):
         parse("[classroom]\nteacher_key = 7\n")
-    settings = tmp_path / "room.toml"
-    settings.write_text("[classroom]\nteacher_key = 'owl-42'\n")
-    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
-    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.switch_page("views/teacher.py")
-    at.run()
+    at = dashboard_in_room(room_runs, monkeypatch, tmp_path,
+                           "[classroom]\nteacher_key = 'owl-42'\n", "views/teacher.py")
     assert not at.exception and not at.dataframe  # nothing shown without the key
     at.text_input(key="t_key").input("wrong").run()
     assert at.error and not at.dataframe
@@ -336,14 +340,9 @@ def test_teacher_key(room_runs, tmp_path, monkeypatch):
 
 
 def test_train_page_offers_only_the_classroom_presets(room_runs, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-    settings = tmp_path / "room.toml"
-    settings.write_text("[classroom]\npresets = ['kitano', 'classroom']\n")
-    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
-    monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.switch_page("views/train.py")
-    at.run()
+    at = dashboard_in_room(room_runs, monkeypatch, tmp_path,
+                           "[classroom]\npresets = ['kitano', 'classroom']\n",
+                           "views/train.py")
     assert not at.exception
     box = at.selectbox(key="tr_preset")
     assert box.options == ["kitano", "classroom"] and box.value == "kitano"  # PRESETS' order

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_array as array, plotly_specs
 from helpers_browser import REPO
-from runs_fixtures import train_tiny_runs
+from runs_fixtures import trained_store
 
 PAGE = str(REPO / "views" / "attention.py")
 CONTEXT = 16  # runs_fixtures.TINY
@@ -21,12 +21,9 @@ CONTEXT = 16  # runs_fixtures.TINY
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Four tiny finished runs in one store: name -> run id."""
-    folder = tmp_path_factory.mktemp("attention-runs")
-    variants = {"causal": {}, "nomask": {"causal": False},
-                "wide": {"n_heads": 4, "n_layers": 1},
-                "noattn": {"attention": False, "pos": "none"}}
-    ids = train_tiny_runs(folder / "llama_lab.db", variants)
-    return folder, dict(zip(variants, ids))
+    return trained_store(tmp_path_factory, "attention-runs", {
+        "causal": {}, "nomask": {"causal": False}, "wide": {"n_heads": 4, "n_layers": 1},
+        "noattn": {"attention": False, "pos": "none"}})
 
 
 @pytest.fixture

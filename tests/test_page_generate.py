@@ -13,7 +13,7 @@ from helpers_apptest import plotly_array as array, plotly_specs as bars
 from helpers_browser import REPO
 from llama_core.runs import RunStore
 from llama_core.train import generate_text, load_checkpoint
-from runs_fixtures import train_tiny_runs
+from runs_fixtures import trained_store
 from ui.inspect_charts import CHOSEN
 from ui.inspect_compute import generate_with_probs
 
@@ -22,10 +22,8 @@ PAGE = str(REPO / "views" / "generate.py")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("generate-runs")
-    variants = {"rope": {}, "learned": {"pos": "learned"}}
-    ids = train_tiny_runs(folder / "llama_lab.db", variants)
-    return folder, dict(zip(variants, ids))
+    return trained_store(tmp_path_factory, "generate-runs",
+                         {"rope": {}, "learned": {"pos": "learned"}})
 
 
 @pytest.fixture

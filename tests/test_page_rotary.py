@@ -13,17 +13,15 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_array as array, plotly_specs
 from helpers_browser import REPO
-from runs_fixtures import train_tiny_runs
+from runs_fixtures import trained_store
 
 PAGE = str(REPO / "views" / "rotary.py")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rotary-runs")
-    variants = {"rope": {}, "learned": {"pos": "learned"}, "nopos": {"pos": "none"}}
-    ids = train_tiny_runs(folder / "llama_lab.db", variants)
-    return folder, dict(zip(variants, ids))
+    return trained_store(tmp_path_factory, "rotary-runs",
+                         {"rope": {}, "learned": {"pos": "learned"}, "nopos": {"pos": "none"}})
 
 
 @pytest.fixture
