@@ -91,7 +91,10 @@ def new_group_id() -> str:
 
 def submit_plan(manager, plan: list[PlannedRun], group: str | None = None,
                 owner: str | None = None) -> tuple[str, list[str]]:
-    """Queue every planned run under one group id; return (group, run ids)."""
+    """Queue every planned run under one group id; return (group, run ids). Every run
+    is admitted before any is queued, so a refused one leaves no half sweep behind."""
+    for p in plan:
+        manager.admit(p.model, p.train)
     group = group or new_group_id()
     ids = [manager.submit(p.model, p.train, name=p.label, group=group, owner=owner)
            for p in plan]

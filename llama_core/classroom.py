@@ -2,8 +2,9 @@
 
 A TOML file named by the environment variable ``LLAMA_LAB_CLASSROOM`` (see
 ``classroom.example.toml``) sets which presets the pages offer, fields students cannot
-change (``[locked]``), and caps on model size, steps, time and how many runs each
-student (each browser, the run's ``owner``: ui.state.owner_id) may have running and queued.
+change (``[locked]``), and caps on model size, steps, time, evaluation cost, threads and
+how many runs each student (each browser, the run's ``owner``: ui.state.owner_id) may
+have running and queued.
 
 The caps are checked in ``RunStore.create_run`` (so the command line, every page and a
 sweep obey them alike) with one sentence per violation, and the per-student running cap
@@ -28,8 +29,10 @@ from .config import (MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelConfig, TrainConf
 from .errors import ConfigError, UserError
 
 ENV_CLASSROOM = "LLAMA_LAB_CLASSROOM"
+UPLOADS = "uploads"  # in [classroom] corpora: students may train on texts they upload
 
-# [caps] key -> (config field or None, integer?)
+# [caps] key -> (config field or None, integer?). Every field that changes a run's
+# memory or time can be capped.
 CAPS = {
     "d_model": ("d_model", True),
     "n_layers": ("n_layers", True),
@@ -37,9 +40,17 @@ CAPS = {
     "steps": ("steps", True),
     "time_budget": ("time_budget", False),
     "batch_size": ("batch_size", True),
+    "ffn_multiple_of": ("ffn_multiple_of", True),
+    "eval_interval": ("eval_interval", True),
+    "eval_batches": ("eval_batches", True),
+    "sample_chars": ("sample_chars", True),
+    "threads": ("threads", True),
     "running_per_student": (None, True),
     "queued_per_student": (None, True),
 }
+# Caps that are floors: evaluating more often costs more, so eval_interval's cap is the
+# fewest steps allowed between evaluations.
+FLOORS = {"eval_interval"}
 SECTIONS = {"classroom": {"title", "presets", "corpora", "teacher_key"}, "locked": None, "caps": set(CAPS)}
 MAX_SETTINGS_BYTES = 64 * 1024
 
@@ -104,13 +115,26 @@ class Classroom:
                     out.append(f"This classroom limits runs to {cap:g} seconds; set a "
                                f"time budget of at most {cap:g} s.")
                 continue
-            if v is not None and v > cap:
+            if v is not None and key in FLOORS and v < cap:
+                out.append(f"{fname} = {v:g} is under this classroom's floor of {cap:g} "
+                           f"(each evaluation costs time); use {cap:g} or more.")
+            elif v is not None and key not in FLOORS and v > cap:
                 out.append(f"{fname} = {v:g} is over this classroom's cap of {cap:g}; "
                            f"use {cap:g} or less.")
-        if self.corpora is not None and values.get("corpus") not in self.corpora:
-            out.append(f"The corpus {values.get('corpus')!r} is not open in this classroom; "
-                       f"choose one of {', '.join(self.corpora)}.")
+        if self.corpora is not None and not self.corpus_open(values.get("corpus")):
+            out.append(f"The corpus {str(values.get('corpus'))[:40]!r} is not open in this "
+                       f"classroom; choose one of {', '.join(self.corpora)}.")
         return out
+
+    def corpus_open(self, corpus: Any) -> bool:
+        """Whether runs may train on this corpus: one the file lists by name, or an
+        upload when the list holds "uploads"."""
+        from .data import UPLOAD_PREFIX  # lazily: the store's readers need no torch
+        if self.corpora is None:
+            return True
+        if isinstance(corpus, str) and corpus.startswith(UPLOAD_PREFIX):
+            return UPLOADS in self.corpora
+        return corpus in self.corpora
 
     def check_run(self, model, train) -> None:
         """Raise ClassroomError listing every violation (one sentence each)."""
@@ -208,12 +232,17 @@ def parse(text: str, path: str | None = "<text>") -> Classroom:
                 integer and not isinstance(value, int)):
             raise _err(path, f"[caps] {key} must be a {'whole ' if integer else ''}number, "
                              f"not {value!r}.")
-        minimum = 0 if key == "queued_per_student" else 1
+        minimum = 0 if key in ("queued_per_student", "sample_chars") else 1
         if value < minimum:
             raise _err(path, f"[caps] {key} must be at least {minimum}, not {value!r}.")
         caps[key] = value
     for key, value in locked.items():
-        if key in caps and isinstance(value, (int, float)) and value > caps[key]:
+        if key not in caps or not isinstance(value, (int, float)):
+            continue
+        if key in FLOORS and value < caps[key]:
+            raise _err(path, f"[locked] {key} = {value} is under its own floor of "
+                             f"{caps[key]}.")
+        if key not in FLOORS and value > caps[key]:
             raise _err(path, f"[locked] {key} = {value} is over its own cap of {caps[key]}.")
     return Classroom(path=path, title=title, presets=presets, corpora=corpora,
                      locked=locked, caps=caps, teacher_key=teacher_key)
@@ -266,15 +295,13 @@ def current() -> Classroom | None:
     return settings
 
 
-def check_submit(model, train, owner: str | None = None, running: int = 0,
-                 queued: int = 0) -> None:
-    """Apply the current classroom's limits to a run about to be created (no-op when
-    classroom mode is off)."""
+def check_limits(model, train) -> None:
+    """The current classroom's limits on a run's settings, checked before any file is
+    opened (no-op when classroom mode is off). The per-student counts are checked where
+    the run is created, in the same transaction."""
     settings = current()
-    if settings is None:
-        return
-    settings.check_run(model, train)
-    settings.check_owner(owner, running, queued)
+    if settings is not None:
+        settings.check_run(model, train)
 
 
 def offered_presets(names=None) -> list[str]:
@@ -343,4 +370,4 @@ def class_findings(runs, by: str = "name") -> list[dict]:
 
 
 __all__ = ["Classroom", "ClassroomError", "ENV_CLASSROOM", "load", "parse", "current",
-           "check_submit", "running_cap", "offered_presets", "class_findings", "variant_key"]
+           "check_limits", "running_cap", "offered_presets", "class_findings", "variant_key"]

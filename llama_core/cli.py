@@ -11,8 +11,10 @@ import json
 import os
 import sys
 
+from .cli_parser import SentenceParser
 from .config import PRESETS, TRAIN_FIELDS, MODEL_FIELDS, build_configs
 from .errors import UserError
+from .hygiene import terminal_text
 
 EXIT_USER_ERROR = 2
 
@@ -63,6 +65,10 @@ def cmd_train(args) -> int:
     if args.run_id:  # a job the manager queued: the configs are in the store
         return execute_run(store.path, args.run_id, progress=not args.json)
     model_cfg, train_cfg = _configs_from_args(args)
+    from . import classroom
+    classroom.check_limits(model_cfg, train_cfg)  # before the corpus is opened
+    from .memory import check_fits
+    check_fits(model_cfg, train_cfg)  # before anything big is read or built
     from .train import as_trained
     model_cfg = as_trained(model_cfg, train_cfg)  # a bad corpus fails before a run exists
     run_id = store.create_run(model_cfg, train_cfg, name=args.name, pid=os.getpid())
@@ -128,7 +134,7 @@ def cmd_corpus(args) -> int:
 # --- the parser --------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SentenceParser(  # a mistake in the arguments is one sentence
         prog="python -m llama_core",
         description="Llama Lab: build Llama one modification at a time and train it.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_text(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -28,6 +28,7 @@ import tempfile
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from http.client import HTTPException
 from pathlib import Path
 
@@ -444,8 +445,60 @@ def _looks_like_name(s: str) -> bool:
     return not any(mark in s for mark in ("/", "\\", ".", os.sep))
 
 
+# --- Uploaded corpora -----------------------------------------------------------------
+
+UPLOAD_PREFIX = "upload:"
+_UPLOAD_NAME = re.compile(r"upload:[0-9a-f]{16}")
+
+
+def uploads_dir() -> Path:
+    """Where uploaded corpora are kept: ``LLAMA_LAB_UPLOADS``, else ``<data>/uploads``."""
+    override = os.environ.get("LLAMA_LAB_UPLOADS")
+    return Path(override).expanduser() if override else DATA_DIR / "uploads"
+
+
+def save_upload(data: bytes, filename: str = "the upload") -> str:
+    """Validate an uploaded text and keep it; return its corpus name, ``upload:<hash>``.
+
+    The name is the content's hash, so the browser never names a file on the server:
+    it can only point back at a text someone uploaded, and the same text is kept once."""
+    text = validate_text(data, what=str(filename)[:80] or "the upload")
+    raw = text.encode("utf-8")
+    name = UPLOAD_PREFIX + hashlib.sha256(raw).hexdigest()[:16]
+    path = _upload_file(name)
+    if not path.is_file():
+        try:
+            _write_atomically(path, raw)
+        except OSError as e:
+            raise CorpusError(f"The upload could not be kept ({e.strerror or e}); ask "
+                              "whoever runs the server to free some disk space.") from None
+    return name
+
+
+def _upload_file(name: str) -> Path:
+    return uploads_dir() / (name.removeprefix(UPLOAD_PREFIX) + ".txt")
+
+
+def is_offered(name: Any) -> bool:
+    """Whether a corpus name is one a browser may choose: a built-in or an upload.
+    Decided from the name alone; no file is opened."""
+    return isinstance(name, str) and (name.strip().lower() in BUILTINS
+                                      or _UPLOAD_NAME.fullmatch(name) is not None)
+
+
+def check_offered(name: Any) -> str:
+    """Refuse, before any file is opened, a corpus the dashboard does not offer. The
+    sentence is the same whatever was given, so it tells nothing about server files."""
+    if not is_offered(name):
+        raise CorpusError("The dashboard trains on its own corpora "
+                          f"({', '.join(BUILTINS)}) or on a text file you upload; a path "
+                          "or any other name is not accepted here.")
+    return name.strip() if name.strip().lower() in BUILTINS else name
+
+
 def corpus_path(name_or_path: str) -> tuple[str, Path]:
-    """``(name, file)`` for a built-in name or a path, building or fetching as needed."""
+    """``(name, file)`` for a built-in name, an upload or a path, building or fetching
+    as needed. Paths are for the command line: the dashboard checks check_offered first."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise CorpusError(f"A corpus is a name ({', '.join(BUILTINS)}) or a file path, not "
                           f"{type(name_or_path).__name__}.")
@@ -457,6 +510,12 @@ def corpus_path(name_or_path: str) -> tuple[str, Path]:
         return BUILTIN, build_shakespeare()
     if given.lower() == TINYSHAKESPEARE:
         return TINYSHAKESPEARE, tinyshakespeare_path()
+    if given.startswith(UPLOAD_PREFIX):
+        path = _upload_file(given) if _UPLOAD_NAME.fullmatch(given) else None
+        if path is None or not path.is_file():
+            raise CorpusError(f"There is no uploaded corpus {given[:40]!r}; upload the "
+                              "text file again.")
+        return given, path
     path = Path(given).expanduser()
     if not path.exists() and _looks_like_name(given):
         raise CorpusError(f"Unknown corpus {given!r}; choose one of {', '.join(BUILTINS)}, "

@@ -63,8 +63,11 @@ from typing import Any
 
 from .config import (ModelConfig, TrainConfig, model_from_dict, train_from_dict,
                      validate_model, validate_train)
+from . import classroom
+from .data import check_offered
 from .errors import UserError
-from .runs import REPO_ROOT, RunNotFound, RunStore, StoreError, check_run_id, pid_alive
+from .runs import (REPO_ROOT, DiskFull, RunNotFound, RunStore, StoreError, check_run_id,
+                   pid_alive)
 
 log = logging.getLogger("llama_core.jobs")
 
@@ -168,7 +171,7 @@ def _is_disk_full(e: BaseException) -> bool:
     import errno
     codes = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
     while e is not None:
-        if isinstance(e, OSError) and e.errno in codes:
+        if isinstance(e, DiskFull) or (isinstance(e, OSError) and e.errno in codes):
             return True
         if "No space left on device" in str(e) or "File too large" in str(e):
             return True
@@ -203,7 +206,10 @@ def execute_run(store_path: str | os.PathLike | None, run_id: str,
         return 2
 
     def fail(message: str, code: int) -> int:
-        store.finish_run(run_id, "failed", None, message)
+        try:
+            store.finish_run(run_id, "failed", None, message)
+        except StoreError:  # the store cannot take it now (disk still full, damaged):
+            pass            # the run's dead owner gets it marked interrupted later
         print(message, file=sys.stderr)
         return code
 
@@ -253,6 +259,8 @@ def execute_run(store_path: str | os.PathLike | None, run_id: str,
                            should_stop=should_stop,
                            checkpoint_path=run_dir / "model.safetensors", progress=progress)
         except UserError as e:
+            if _is_disk_full(e):  # the store's DiskFull: not the user's mistake
+                return fail(DISK_FULL_MESSAGE, 1)
             return fail(str(e), 2)
         except _Terminated:
             stopped = store.stop_requested(run_id)
@@ -313,11 +321,11 @@ def _warm_up() -> None:
     import torch
     if threads and threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
-    from . import train as train_module
+    from .train import train
     from .data import load_corpus
     try:
         corpus = load_corpus(TrainConfig().corpus)
-        train_module.train(
+        train(
             ModelConfig(context_window=8, d_model=16, n_layers=1, n_heads=2),
             TrainConfig(steps=2, eval_interval=1, eval_batches=1, batch_size=2,
                         sample_chars=2, warmup_steps=0, device="cpu"), corpus)
@@ -389,6 +397,17 @@ class _Job:
                 pass
 
 
+class NotYourRun(UserError):
+    """A dashboard user tried to control a run that another student started."""
+
+
+def check_owner(run, student: str) -> None:
+    """Refuse to let one student stop or delete another's run (read-only for them)."""
+    if run.owner != student:
+        raise NotYourRun(f"Run {run.id} was started by someone else, so you can watch it "
+                         "but not stop or delete it; only they or the teacher can.")
+
+
 class JobManager:
     """Runs queued runs in background processes, at most ``max_concurrent`` at once.
 
@@ -399,8 +418,11 @@ class JobManager:
                  max_concurrent: int | None = None, *, warm: bool = True,
                  warm_spares: int | None = None, poll_interval: float = 0.25,
                  stop_grace_s: float = 10.0, kill_grace_s: float = 5.0,
-                 orphan_sweep_s: float = 5.0):
+                 orphan_sweep_s: float = 5.0, offered_corpora_only: bool = False):
         self.store = RunStore(store_path)
+        # A browser-facing manager (the dashboard's) trains only on the server's own
+        # corpora and uploads: a path typed in a page must never reach a file.
+        self.offered_corpora_only = offered_corpora_only
         self.store_path = self.store.path
         gpus = gpu_count() if max_concurrent is None else 0
         if max_concurrent is None:
@@ -441,16 +463,29 @@ class JobManager:
 
     # -- public API --
 
-    def submit(self, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict,
-               name: str | None = None, group: str | None = None,
-               owner: str | None = None) -> str:
-        """Queue a run and start it at once if a slot is free; return its id."""
+    def admit(self, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict
+              ) -> tuple[ModelConfig, TrainConfig]:
+        """Every check a run passes before it may be queued, none of which opens a file:
+        valid configs, a corpus this manager may offer, the classroom's limits. Callers
+        queuing several runs admit them all first, so a refusal queues none."""
         model = (model_from_dict(model_cfg) if isinstance(model_cfg, dict)
                  else validate_model(model_cfg))
         train = (train_from_dict(train_cfg) if isinstance(train_cfg, dict)
                  else validate_train(train_cfg))
+        if self.offered_corpora_only:
+            train = dataclasses.replace(train, corpus=check_offered(train.corpus))
+        classroom.check_limits(model, train)
+        from .memory import check_fits  # lazily: torch, which the store needs not
+        check_fits(model, train)  # estimated memory against what is free
+        return model, train
+
+    def submit(self, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict,
+               name: str | None = None, group: str | None = None,
+               owner: str | None = None) -> str:
+        """Queue a run and start it at once if a slot is free; return its id."""
         if self._closing:
             raise RuntimeError("this JobManager has been shut down")
+        model, train = self.admit(model_cfg, train_cfg)
         from .train import as_trained
         model = as_trained(model, train)
         run_id = self.store.create_run(model, train, name=name, group=group, owner=owner)
@@ -459,10 +494,15 @@ class JobManager:
         self._wake.set()
         return run_id
 
-    def stop(self, run_id: str) -> str:
+    def stop(self, run_id: str, on_behalf_of: str | None = None) -> str:
         """Ask a run to stop and return its status now. A queued run is stopped at once;
         a running one saves a checkpoint and stops within a step or so, and is
-        terminated if it has not stopped after ``stop_grace_s``."""
+        terminated if it has not stopped after ``stop_grace_s``.
+
+        ``on_behalf_of`` is the dashboard's student id: the run must be theirs. None is
+        the server's operator (the command line, a teacher with the key)."""
+        if on_behalf_of is not None:
+            check_owner(self.store.get_run(run_id), on_behalf_of)
         status = self.store.request_stop(check_run_id(run_id))
         if status == "running":
             now = time.monotonic()

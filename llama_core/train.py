@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import ModelConfig, TrainConfig, model_from_dict, to_dict, train_from_dict
+from .checkpoint_header import (CHECKPOINT_FORMAT, CheckpointHeader, check_finite,
+                                check_header, damaged)
+from .config import ModelConfig, TrainConfig, to_dict, train_from_dict
 from .data import CharTokenizer, Corpus, load_corpus
 from .errors import ConfigError, UserError
-from .model import Llama, check_sampling, eval_mode
-
-CHECKPOINT_FORMAT = "llama-lab-checkpoint-1"
+from .model import Llama, check_sampling, dropout_off, eval_mode
 
 
 @dataclass
@@ -114,10 +114,10 @@ def layer_health(model: Llama, x: torch.Tensor) -> dict:
         squares = [p.grad.float().pow(2).sum() for p in layer.parameters() if p.grad is not None]
         grads.append(math.sqrt(sum(s.item() for s in squares)) if squares else 0.0)
     rms = []
-    with torch.no_grad():
+    with torch.no_grad(), dropout_off(model):
         h = model.embed(x)
         for layer in model.layers:
-            h, _ = layer(h, model.freqs_cis)
+            h = layer(h, model.freqs_cis)
             rms.append(h.float().pow(2).mean().sqrt().item())
     return {"grad_norm_per_layer": grads, "residual_rms_per_layer": rms}
 
@@ -173,38 +173,35 @@ def save_checkpoint(path: Path, model: Llama, tokenizer: CharTokenizer, train_cf
     return path
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metadata and tensors of a Llama Lab checkpoint; anything else is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"No checkpoint at {path}; check the path or train the run first.")
+def read_checkpoint(path: Path, *, weights_only: bool = False
+                    ) -> tuple[CheckpointHeader, dict[str, torch.Tensor]]:
+    """The checked header and the tensors of a Llama Lab checkpoint (only the model's
+    weights with ``weights_only``). A damaged, foreign or too large file is refused
+    with one sentence before any tensor is read (llama_core.checkpoint_header)."""
+    header = check_header(path, weights_only=weights_only)
+    names = header.weight_names if weights_only else list(header.tensor_bytes)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in names}
     except Exception:
-        raise UserError(f"{path.name} is not a readable safetensors checkpoint; "
-                        "use a model.safetensors written by Llama Lab.") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path.name} was not written by Llama Lab; use a checkpoint "
-                        "from a Llama Lab run.")
-    return meta, tensors
+        raise damaged(header.label, "its tensors cannot be read") from None
+    check_finite(header.label, tensors)
+    return header, tensors
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu"
                     ) -> tuple[Llama, CharTokenizer, dict]:
     """A ready-to-use model in eval mode, its tokenizer and its metadata."""
-    meta, tensors = read_checkpoint(path)
-    cfg = model_from_dict(json.loads(meta["model_config"]))
-    model = Llama(cfg)
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{Path(path).name} does not match its own config; it is damaged.")
+    header, weights = read_checkpoint(path, weights_only=True)
+    model = Llama(header.model_config)
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in weights.items()})
+    except RuntimeError:  # the file changed since its header was checked
+        raise damaged(header.label, "its weights do not match its config") from None
     model.to(device).eval()
-    info = {"model_config": cfg, "train_config": json.loads(meta["train_config"]),
-            "state": json.loads(meta["state"])}
-    return model, CharTokenizer.from_json(meta["tokenizer"]), info
+    info = {"model_config": header.model_config, "train_config": header.train_config,
+            "state": header.state}
+    return model, header.tokenizer, info
 
 
 # --- The loop ----------------------------------------------------------------------
@@ -294,6 +291,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - start
 
+    # Samples start on a new line, or from the first character of a text without one.
+    sample_prompt = "\n" if "\n" in corpus.tokenizer.chars else ""
+
     def evaluate_and_report() -> None:
         """Every rank averages its training loss; rank 0 evaluates and reports."""
         nonlocal last_train, last_val, loss_sum, loss_count, seg_start, seg_tokens
@@ -314,7 +314,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
                 "train_loss": train_loss, "val_loss": last_val,
                 "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
                 "tokens_per_s": rate,
-                "sample": (generate_text(model, corpus.tokenizer, "\n",
+                "sample": (generate_text(model, corpus.tokenizer, sample_prompt,
                                          train_cfg.sample_chars, seed=train_cfg.seed)
                            if train_cfg.sample_chars else None),
                 "extra": layer_health(model, x) if x is not None else None,
@@ -494,15 +494,16 @@ def _autocast(device: torch.device):
 def _resume(path: Path, model: Llama, optimizer, batch_gen: torch.Generator,
             model_cfg: ModelConfig, device: torch.device) -> tuple[int, int, float]:
     """Restore weights, optimizer moments and RNG states; return step, tokens, seconds."""
-    meta, tensors = read_checkpoint(path)
-    saved = model_from_dict(json.loads(meta["model_config"]))
-    if saved != model_cfg:
+    header, tensors = read_checkpoint(path)
+    if header.model_config != model_cfg:
         raise UserError("The checkpoint was trained with a different model config; "
                         "resume it with the config it was saved with.")
+    if "rng.torch" not in tensors:
+        raise damaged(header.label, "it holds no random-number state to resume from")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     names = {n: p for n, p in model.named_parameters()}
     for key, value in tensors.items():
-        if key.startswith("optim."):
+        if key.startswith("optim."):  # names and shapes checked against the config
             _, kind, name = key.split(".", 2)
             p = names[name]
             st = optimizer.state.setdefault(p, {})
@@ -511,12 +512,15 @@ def _resume(path: Path, model: Llama, optimizer, batch_gen: torch.Generator,
     if "rng.batches" in tensors:
         batch_gen.set_state(tensors["rng.batches"])
     torch.set_rng_state(tensors["rng.torch"])
-    state = json.loads(meta["state"])
+    state = header.state
     return int(state["step"]), int(state["tokens"]), float(state["seconds"])
 
 
 def train_from_checkpoint_configs(path: Path) -> tuple[ModelConfig, TrainConfig]:
     """The configs a checkpoint was trained with, to resume or re-run it."""
-    meta, _ = read_checkpoint(path)
-    return (model_from_dict(json.loads(meta["model_config"])),
-            train_from_dict(json.loads(meta["train_config"])))
+    header = check_header(path)
+    try:
+        return header.model_config, train_from_dict(header.train_config)
+    except UserError as e:
+        raise UserError(f"{header.label} holds a training config that cannot run here: "
+                        f"{str(e).rstrip('.')}.") from None

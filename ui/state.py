@@ -16,15 +16,19 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from llama_core import classroom
+from llama_core.data import CharTokenizer, check_offered, corpus_text
 from llama_core.errors import UserError
 from llama_core.jobs import JobManager
 from llama_core.runs import Run, RunStore, default_runs_dir
+from ui.plain_text import md_literal
 
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(runs_dir: str) -> JobManager:
     limit = os.environ.get("LLAMA_LAB_MAX_CONCURRENT")
-    return JobManager(None, max_concurrent=int(limit) if limit and limit.isdigit() else None)
+    return JobManager(None, max_concurrent=int(limit) if limit and limit.isdigit() else None,
+                      offered_corpora_only=True)
 
 
 def job_manager() -> JobManager:
@@ -92,9 +96,45 @@ def name_box() -> None:
         st.error(error)
 
 
+def is_teacher() -> bool:
+    """Whether this browser session has given the classroom's teacher key (on the
+    Teacher page). Only then may it stop other students' runs."""
+    settings = classroom.current()
+    return bool(settings is not None and settings.teacher_key
+                and settings.teacher_ok(st.session_state.get("teacher_key_given")))
+
+
+def may_control(run: Run) -> bool:
+    """Whether this browser may stop or delete the run: its owner, or the teacher.
+    Everyone else sees it read-only."""
+    return run.owner == owner_id() or is_teacher()
+
+
+def stop_run(run_id: str) -> str:
+    """Stop a run on behalf of this browser; refused when the run is someone else's."""
+    return job_manager().stop(run_id, on_behalf_of=None if is_teacher() else owner_id())
+
+
+@st.cache_data(show_spinner="Reading the corpus…", max_entries=8)
+def _vocab_of(name: str) -> int:
+    return CharTokenizer.from_text(corpus_text(name)).vocab_size
+
+
+def corpus_vocab(name: str) -> int:
+    """Characters in an offered corpus's vocabulary (what a run's vocab_size will be).
+    A name from a page is checked before any file is opened: never a server path."""
+    return _vocab_of(check_offered(name))
+
+
 def run_label(run: Run) -> str:
     """How a run is named in pickers and legends: id, name and seed."""
     return f"{run.id} · {run.name} · seed {run.seed} · {run.status}"
+
+
+def show_error(message) -> None:
+    """A UserError's sentence in st.error as plain text: it is written for a terminal
+    too, and may quote what a user typed (a name, a prompt, a value from the address)."""
+    st.error(md_literal(message))
 
 
 @contextmanager
@@ -103,7 +143,7 @@ def user_errors():
     try:
         yield
     except UserError as e:
-        st.error(str(e))
+        show_error(e)
 
 
 ACTIVE = ("queued", "running")

@@ -18,10 +18,12 @@ import streamlit as st
 from llama_core import classset
 from llama_core.ablation import BASELINE, parse_variant, plan_sweep, submit_plan, summarize
 from llama_core.config import PRESETS, build_configs
+from llama_core.data import check_offered
 from llama_core.errors import UserError
 from llama_core.runs import ACTIVE, TERMINAL
 from ui import ablation_charts as ac
 from ui import state
+from ui.plain_text import md_literal
 
 DEFAULT_PRESET = "tiny"
 DEFAULT_VARIANTS = ("norm=layernorm", "ffn=gelu")
@@ -29,13 +31,6 @@ DEFAULT_SEEDS = 2
 POLL_S = 1.0
 LADDER_PREFIX = "ld-"
 CLASSSET_GROUPS = ("classset-ablation", "classset-health", "classset-pitfalls")
-
-
-@st.cache_data(show_spinner="Reading the corpus…", max_entries=8)
-def corpus_vocab(name: str) -> int:
-    """Characters in the corpus's vocabulary: what every run's vocab_size will be."""
-    from llama_core.data import CharTokenizer, corpus_text
-    return CharTokenizer.from_text(corpus_text(name)).vocab_size
 
 
 def llama_presets() -> list[str]:
@@ -149,18 +144,24 @@ def new_ablation_form(cs) -> None:
                      "then ⌊8d/3⌋ and the feed-forwards differ by under 1%.")
     try:
         plan = current_plan(ss)
+    except UserError as e:  # it may quote a custom variant line as typed
+        state.show_error(e)
+        return
+    labels = list(dict.fromkeys(p.label for p in plan))
+    try:
+        vocab = state.corpus_vocab(plan[0].train.corpus)
+        for p in plan[1:]:  # a variant may name its own corpus: each one is checked
+            check_offered(p.train.corpus)
     except UserError as e:
         st.error(str(e))
         return
-    labels = list(dict.fromkeys(p.label for p in plan))
-    vocab = corpus_vocab(plan[0].train.corpus)
     configs = {p.label: dataclasses.replace(p.model, vocab_size=vocab) for p in plan}
     params = {k: ac.lc_inspect.param_formula(c)["total"] for k, c in configs.items()}
     base = params.get(BASELINE)
     est = estimate_seconds(plan, cs)
     st.caption(f"{len(plan)} runs: {len(labels)} variants (baseline included) × "
                f"{int(ss['ab_seeds'])} seeds. Parameters: "
-               + ", ".join(f"{k} {v:,}" + ("" if k == BASELINE or base is None
+               + ", ".join(f"{md_literal(k)} {v:,}" + ("" if k == BASELINE or base is None
                                            else f" ({v - base:+,})")
                            for k, v in params.items())
                + (f". Rough time on this machine's CPU: about {est / 60:.1f} min."
@@ -171,7 +172,7 @@ def new_ablation_form(cs) -> None:
     st.button("Start the ablation", key="ab_start", type="primary",
               icon=":material/play_arrow:", on_click=start_ablation)
     if ss.get("ab_error"):
-        st.error(ss["ab_error"])
+        state.show_error(ss["ab_error"])
 
 
 def live_groups(store) -> dict[str, list]:
@@ -218,7 +219,7 @@ def results(group: str, x: str, metric: str, show_seeds: bool, zoom: bool,
     left_out = sorted({r.name for r in runs if r not in shown})
     st.caption("Lines: mean over seeds. Shaded: 95% confidence band of that mean "
                "(Student t over seeds). Dotted: each seed, when shown."
-               + (f" Left out (they see the future): {', '.join(left_out)}."
+               + (f" Left out (they see the future): {md_literal(', '.join(left_out))}."
                   if left_out else ""))
 
     st.subheader("Verdicts: final validation loss, paired by seed")
@@ -235,19 +236,15 @@ def results(group: str, x: str, metric: str, show_seeds: bool, zoom: bool,
             "still too small for K seeds to show.")
     failed = [r for r in runs if r.status in ("failed", "interrupted", "diverged")]
     for r in failed:
-        st.warning(f"{r.id} ({r.name}, seed {r.seed}) {r.status}: {r.error}")
+        st.warning(f"{r.id} ({md_literal(r.name)}, seed {r.seed}) {r.status}: "
+                   f"{md_literal(r.error)}")
 
 
 def compute_tab(runs) -> None:
     configs = {}
     for r in runs:
         cfg = ac.config_of(r)
-        if cfg is not None and r.name not in configs:
-            try:  # the vocabulary comes from the corpus when a run trains
-                cfg = dataclasses.replace(cfg, vocab_size=corpus_vocab(
-                    (r.train_config or {}).get("corpus", "shakespeare")))
-            except UserError:
-                pass
+        if cfg is not None and r.name not in configs:  # stored as trained: its vocabulary
             configs[r.name] = cfg
     configs = {k: configs[k] for k in ac.variant_order(configs)}
     if not configs:
@@ -339,12 +336,11 @@ def records_tab(src, runs, group: str) -> None:
 
 
 def stop_group(ids: list[str]) -> None:
-    manager = state.job_manager()
     for run_id in ids:
         try:
-            manager.stop(run_id)
+            state.stop_run(run_id)
         except UserError:
-            pass
+            pass  # finished or deleted meanwhile
 
 
 # --- The page -----------------------------------------------------------------------
@@ -372,8 +368,8 @@ with st.expander("Run a new ablation", expanded=not live):
 options = list(live) + [g for g in CLASSSET_GROUPS if g in cs.groups()]
 requested = st.query_params.get("group")
 if requested and requested not in options:
-    st.warning(f"The link names sweep `{requested[:40]}`, which is neither in this run "
-               "store nor in the class set; showing another.")
+    st.warning(f"The link names sweep {md_literal(requested, limit=40)}, which is neither "
+               "in this run store nor in the class set; showing another.")
     requested = None
 ss = st.session_state
 if requested:
@@ -413,7 +409,7 @@ zoom = c.toggle("Hide leaks", key="ab_zoom",
                 help="Variants that can see the future (no causal mask, a leaking bug) "
                      "score far below the rest; leave them out to see the others apart.")
 active_ids = [r.id for r in runs if r.status in ACTIVE]
-if active_ids:
+if active_ids and all(state.may_control(r) for r in runs if r.status in ACTIVE):
     d.button("Stop this ablation", key="ab_stop", icon=":material/stop:",
              on_click=stop_group, args=(active_ids,))
 

@@ -14,7 +14,6 @@ comparison exported as one self-contained HTML report.
 from __future__ import annotations
 
 import os
-import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -25,6 +24,7 @@ from llama_core.errors import UserError
 from llama_core.report import comparison_html, loss_figure
 from ui import state
 from ui.loss_charts import colour
+from ui.plain_text import md_literal, plotly_literal
 
 st.title("Teacher")
 st.caption("The whole room at a glance: every run, what the class found, and a "
@@ -34,13 +34,13 @@ try:
     settings = classroom.current()
 except UserError as e:
     settings = None
-    st.error(f"{e} Until it is fixed, no new run can be started.")
+    st.error(f"{md_literal(e)} Until it is fixed, no new run can be started.")
 if settings is not None:
     caps = ", ".join(f"{k} ≤ {v:g}" for k, v in settings.caps.items()) or "none"
     locked = ", ".join(f"{k} = {v!r}" for k, v in settings.locked.items()) or "none"
-    st.info(f"**{settings.title}** ({settings.path}). Presets: "
-            f"{', '.join(settings.presets) if settings.presets else 'all'}. Locked: {locked}. "
-            f"Caps: {caps}.")
+    st.info(f"**{md_literal(settings.title)}** ({md_literal(settings.path)}). Presets: "
+            + md_literal(f"{', '.join(settings.presets) if settings.presets else 'all'}. "
+                         f"Locked: {locked}. Caps: {caps}."))
 elif not os.environ.get(classroom.ENV_CLASSROOM):
     st.caption(f"Classroom mode is off: set {classroom.ENV_CLASSROOM} to a settings file "
                "(see classroom.example.toml) to cap model sizes and runs per student.")
@@ -49,17 +49,14 @@ if settings is not None and settings.teacher_key:
     key = st.text_input("Teacher key", type="password", key="t_key",
                         help="Set as teacher_key in the classroom settings file.")
     if not settings.teacher_ok(key):
+        st.session_state.pop("teacher_key_given", None)
         if key:
             st.error("That is not the teacher key; ask your teacher, or check "
                      "teacher_key in the classroom settings file.")
         st.stop()
+    st.session_state["teacher_key_given"] = key  # other pages let the teacher stop runs
 
 store = state.store()
-
-
-def md(text) -> str:
-    """A student's text shown as itself in Markdown: no links, images or formatting."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
 
 
 def brief(run) -> str:
@@ -139,11 +136,13 @@ else:
     names = store.student_names()
     for i, row in enumerate(rows):
         group = row["members"]
-        fig.add_trace(go.Box(y=[r.final_val_loss for r in group], name=row["variant"][:40],
+        fig.add_trace(go.Box(y=[r.final_val_loss for r in group],
+                             name=plotly_literal(row["variant"][:40]),
                              boxpoints="all", jitter=0.4, pointpos=0,
                              marker_color=colour(i), line_color=colour(i),
-                             text=[f"{r.id} · {who(r.owner, names)} · seed {r.seed}"
-                                   for r in group], hoverinfo="y+text"))
+                             text=[plotly_literal(f"{r.id} · {who(r.owner, names)} · "
+                                                  f"seed {r.seed}") for r in group],
+                             hoverinfo="y+text"))
     fig.update_layout(yaxis_title="final validation loss (nats/char)",
                       xaxis_title="variant (every dot is one run)", template="plotly_white",
                       height=380, showlegend=False, margin=dict(t=20))
@@ -156,8 +155,9 @@ known = {r.id: r for r in store.list_runs(limit=500)}
 requested = [r for r in st.query_params.get_all("runs") if r]
 missing = [r for r in requested if r not in known]
 if missing:
-    st.warning(f"The link names run(s) {', '.join(repr(m[:40]) for m in missing)} that are "
-               "not in this run store, so they are left out.")
+    named = md_literal(", ".join(repr(m[:40]) for m in missing))  # from the address
+    st.warning(f"The link names run(s) {named} that are not in this run store, so they "
+               "are left out.")
 chosen = st.multiselect("Runs to compare (by id)", list(known), key="runs",
                         bind="query-params",
                         help="The ids go into this page's address: share it to share the "
@@ -169,7 +169,7 @@ if len(chosen) < 2:
 
 runs = [known[r] for r in chosen]
 reveal_key = "t_revealed:" + ",".join(chosen)
-labels = {r.id: f"{md(r.name)} ({r.id})" for r in runs}
+labels = {r.id: f"{md_literal(r.name)} ({r.id})" for r in runs}  # Markdown, as typed
 for r in runs:
     st.markdown(f"- **{labels[r.id]}**: {brief(r)}")
 guess = st.radio("Which run will end with the lowest validation loss?", chosen, index=None,

@@ -16,15 +16,17 @@ import streamlit as st
 import torch
 from streamlit.errors import StreamlitAPIException
 
+from llama_core import classroom
 from llama_core.classroom import offered_presets
 from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, PRESETS, ModelConfig,
                                TrainConfig, build_configs, model_from_dict)
-from llama_core.data import CharTokenizer, corpus_text, list_corpora
+from llama_core.data import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
 from llama_core.runs import TERMINAL
 from llama_core.speed import estimate, mfu, peak_flops
 from ui import state
 from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure
+from ui.plain_text import md_literal
 from ui.run_widgets import (config_dict, duration, live_progress, parameter_table,
                             rough_duration, shapes_table, short_label, si)
 
@@ -58,15 +60,31 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-@st.cache_data(show_spinner="Reading the corpus…", max_entries=8)
-def corpus_vocab(name: str) -> int:
-    """Characters in the corpus's vocabulary (what the run's vocab_size will be)."""
-    return CharTokenizer.from_text(corpus_text(name)).vocab_size
-
-
 @st.cache_data(show_spinner=False)
-def corpora() -> dict[str, str]:
+def server_corpora() -> dict[str, str]:
     return {c.name: c.description for c in list_corpora() if c.available}
+
+
+def corpora() -> dict[str, str]:
+    """What the corpus picker offers: the server's corpora and this session's uploads,
+    as far as a classroom opens them."""
+    settings = classroom.current()
+    offered = server_corpora() | st.session_state.get("tr_uploads", {})
+    return {k: v for k, v in offered.items() if settings is None or settings.corpus_open(k)}
+
+
+def keep_upload() -> None:
+    """Validate and keep an uploaded text file, then select it as the corpus."""
+    upload = st.session_state.get("tr_upload")
+    if upload is None:
+        return
+    try:
+        name = save_upload(upload.getvalue(), upload.name)
+    except UserError as e:
+        st.session_state["tr_upload_error"] = str(e)
+        return
+    st.session_state.setdefault("tr_uploads", {})[name] = f"uploaded: {upload.name}"
+    st.session_state["tr_corpus"] = name
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -176,7 +194,16 @@ def controls() -> dict:
                 help="CUDA is offered only when this server has a GPU.")
     names = corpora()
     st.selectbox("Corpus", list(names) or ["shakespeare"], key="tr_corpus",
-                 persist_state=KEEP, help="; ".join(f"{k}: {v}" for k, v in names.items()))
+                 persist_state=KEEP, format_func=lambda k: names.get(k, k)
+                 if k.startswith(UPLOAD_PREFIX) else k,
+                 help="; ".join(f"{k}: {v}" for k, v in names.items()
+                                if not k.startswith(UPLOAD_PREFIX)))
+    if classroom.current() is None or classroom.current().corpus_open(UPLOAD_PREFIX):
+        st.file_uploader("Or train on a text file of your own (UTF-8)", type=["txt"],
+                         key="tr_upload", on_change=keep_upload)
+        error = st.session_state.pop("tr_upload_error", None)
+        if error:
+            st.error(error)
 
     with st.expander("More settings"):
         a, b = st.columns(2)
@@ -241,7 +268,8 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
                 help="Forward FLOPs per token (a multiply-add is 2); — for element-wise "
                      "parts, which the count leaves out."),
         })
-    st.caption(f"Vocabulary V = {model.vocab_size} characters ({train.corpus}), width "
+    st.caption(f"Vocabulary V = {model.vocab_size} characters "
+               f"({md_literal(train.corpus)}), width "
                f"d = {model.d_model}, context T = {model.context_window}, "
                f"L = {model.n_layers} layers. Embedding and output head are V·d each; "
                "attention q,k,v,o are 4·d² per layer; its scores cost 4·T·d FLOPs per "
@@ -337,7 +365,7 @@ def final_numbers(run) -> None:
             ("Speed (tokens/s)", f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "—",
              "training tokens (characters) per second"),
             ("Parameters", f"{run.params:,}" if run.params else "—", "scalars"),
-            ("Device", run.device or "—", None)]
+            ("Device", md_literal(run.device or "—"), None)]
     utilisation = None
     if run.tokens_per_s and run.device:
         try:
@@ -369,14 +397,14 @@ def run_panel(run_id: str, was_active: bool) -> None:
     try:
         run = store.get_run(run_id)
     except UserError:
-        st.warning(f"The run {run_id[:40]!r} in this page's address is not in the run "
-                   "store (it may have been deleted); launch a new run above.")
+        st.warning(f"The run {md_literal(repr(run_id[:40]))} in this page's address is not "
+                   "in the run store (it may have been deleted); launch a new run above.")
         return
     if was_active and run.status in TERMINAL:
         st.rerun()  # a full rerun draws the finished view and stops the polling
     metrics = store.metrics(run_id)
     last = metrics[-1] if metrics else None
-    st.markdown(f"**{short_label(run)}** · seed {run.seed} · "
+    st.markdown(f"**{md_literal(short_label(run))}** · seed {run.seed} · "
                 f"**{STATUS_TEXT.get(run.status, run.status)}**")
 
     if run.active:
@@ -402,15 +430,18 @@ def run_panel(run_id: str, was_active: bool) -> None:
                 parts.append(f"{p['tokens_per_s']:,.0f} tokens/s")
             text = " · ".join(parts)
         st.progress(p["fraction"], text=text)
-        if st.button("Stop this run", key="tr_stop", icon=":material/stop_circle:"):
+        if not state.may_control(run):
+            st.caption("Someone else started this run: you can watch it, but only they "
+                       "or the teacher can stop it.")
+        elif st.button("Stop this run", key="tr_stop", icon=":material/stop_circle:"):
             with state.user_errors():
-                state.job_manager().stop(run_id)
+                state.stop_run(run_id)
                 st.info("Stopping: the run saves its model and ends within a step or so.")
     else:
         if run.status == "finished":
             st.success(f"Finished in {duration(run.wall_s)}.")
         elif run.error:
-            (st.info if run.status == "stopped" else st.warning)(run.error)
+            (st.info if run.status == "stopped" else st.warning)(md_literal(run.error))
         elif run.status == "stopped":
             st.info("Stopped before its end: the numbers are from the step it stopped at, "
                     "and its model was saved there.")
@@ -457,9 +488,9 @@ elif st.session_state.get("tr_run"):
     st.query_params["run"] = st.session_state["tr_run"]
     url_run = st.session_state["tr_run"]
 
-if url_run:
-    shown_id = url_run[:40].replace("`", "'")
-    st.caption(f"Run `{shown_id}` is shown below the builder: [jump to it ↓](#your-run)")
+if url_run:  # from the page address: shown as typed
+    st.caption(f"Run {md_literal(url_run, limit=40)} is shown below the builder: "
+               "[jump to it ↓](#your-run)")
 ensure_controls()
 left, right = st.columns([4, 5], gap="large")
 with left:
@@ -470,10 +501,10 @@ model_cfg = train_cfg = None
 with right:
     st.subheader("What you are building")
     try:
-        overrides["vocab_size"] = corpus_vocab(st.session_state["tr_corpus"])
+        overrides["vocab_size"] = state.corpus_vocab(st.session_state["tr_corpus"])
         model_cfg, train_cfg = build_configs(st.session_state["tr_preset"], overrides)
     except UserError as e:
-        st.error(str(e))
+        state.show_error(e)
     if model_cfg is not None:
         model_facts(model_cfg, train_cfg)
 
@@ -494,7 +525,7 @@ if not run_id:
     else:
         st.info("No run shown. Press **Launch** for a new one, or open one of yours:")
         for run in mine:
-            st.page_link("views/train.py", label=state.run_label(run),
+            st.page_link("views/train.py", label=md_literal(state.run_label(run)),
                          query_params={"run": run.id}, icon=":material/history:")
 else:
     try:
