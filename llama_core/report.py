@@ -5,12 +5,13 @@ pooled per-variant summary and the last generated sample of each run.
 
 No streamlit here: the dashboard offers the bytes as a download, and the command line
 or a notebook can write them to a file (``write_report``). Everything a student typed
-(run names, samples) is HTML-escaped.
+(run names, owners, samples, errors) is shown as typed: HTML-escaped in the page, and
+escaped for Plotly in the charts, whose labels read HTML tags of their own
+(llama_core.plain_text).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
@@ -21,6 +22,7 @@ import plotly.graph_objects as go
 
 from .ablation import summarize
 from .errors import UserError
+from .plain_text import html_literal, plotly_literal
 from .runs import Run, RunStore, check_run_id
 
 MAX_RUNS = 50
@@ -36,8 +38,7 @@ pre{background:#f6f8fa;padding:.6rem;white-space:pre-wrap;font-size:.85rem}
 """
 
 
-def _e(x) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
+_e = html_literal
 
 
 def _num(x, fmt: str = "{:.4f}") -> str:
@@ -66,7 +67,8 @@ def loss_figure(store: RunStore, runs: list[Run], metric: str = "val_loss") -> g
     for run in runs:
         rows = [m for m in store.metrics(run.id) if m.get(metric) is not None]
         fig.add_trace(go.Scatter(x=[m["step"] for m in rows], y=[m[metric] for m in rows],
-                                 mode="lines+markers", name=f"{run.id} · {run.name}"[:60]))
+                                 mode="lines+markers",
+                                 name=plotly_literal(f"{run.id} · {run.name}"[:60])))
     fig.update_layout(title=f"{metric.replace('_', ' ')} by step", xaxis_title="step",
                       yaxis_title=metric.replace("_", " "), template="plotly_white",
                       height=460, legend=dict(orientation="h", y=-0.2))
@@ -103,8 +105,10 @@ def comparison_html(store: RunStore, run_ids: Iterable[str], title: str | None =
              f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>",
              f"<p class='muted'>Made {_e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}"
              " by Llama Lab from its run store."]
-    if share_url:
-        parts.append(f" Live view: <a href='{_e(share_url)}'>{_e(share_url)}</a>")
+    if share_url:  # a link only to a web address, never javascript: or data:
+        link = str(share_url).lower().startswith(("http://", "https://"))
+        parts.append(f" Live view: <a href='{_e(share_url)}'>{_e(share_url)}</a>" if link
+                     else f" Live view: {_e(share_url)}")
     parts.append("</p>")
 
     parts.append("<h2>Loss curves</h2>")

@@ -18,7 +18,8 @@ TINY = {"steps": 30, "eval_interval": 10, "eval_batches": 2, "sample_chars": 40,
 
 
 def train_tiny_runs(db_path: str | Path, variants: dict[str, dict] | None = None,
-                    seeds=(0,), group: str | None = None, **overrides) -> list[str]:
+                    seeds=(0,), group: str | None = None, owner: str | None = None,
+                    **overrides) -> list[str]:
     """Train one tiny run per (variant, seed); return their ids in that order.
 
     ``variants`` maps a run name to its config changes (default: one baseline)."""
@@ -28,7 +29,8 @@ def train_tiny_runs(db_path: str | Path, variants: dict[str, dict] | None = None
         for seed in seeds:
             model, train = build_configs("tiny", {**TINY, **overrides, **changes,
                                                   "seed": seed})
-            run_id = store.create_run(as_trained(model, train), train, name=name, group=group, pid=os.getpid())
+            run_id = store.create_run(as_trained(model, train), train, name=name, group=group,
+                                      owner=owner, pid=os.getpid())
             assert execute_run(store.path, run_id) == 0, store.get_run(run_id).error
             ids.append(run_id)
     return ids

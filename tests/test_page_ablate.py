@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_values as plain
 from helpers_browser import REPO
+from helpers_markdown import as_read
 from llama_core import classset
 from llama_core.runs import RunStore
 
@@ -42,7 +43,9 @@ def chart_config(at: AppTest, index: int = 0) -> dict:
 
 
 def verdicts(at: AppTest):
-    return at.table[0].value
+    table = at.table[0].value
+    table.index = [as_read(i) for i in table.index]  # st.table cells are Markdown
+    return table
 
 
 def test_first_load_shows_the_class_set_with_bands_and_verdicts(app_runs):
@@ -96,7 +99,7 @@ def test_health_tab_compares_depth_8_without_norm(app_runs):
 
 def test_an_unknown_group_in_the_link_is_a_warning(app_runs):
     at = open_ablate(group="sw-nothere")
-    assert any("sw-nothere" in w.value for w in at.warning)
+    assert any("sw-nothere" in as_read(w.value) for w in at.warning)
     assert at.query_params["group"] == "classset-ablation"
 
 

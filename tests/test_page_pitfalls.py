@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers_browser import REPO
+from helpers_markdown import as_read
 from llama_core import classset
 from llama_core.runs import RunStore
 from runs_fixtures import train_tiny_runs
@@ -37,7 +38,13 @@ def open_pitfalls(**params) -> AppTest:
 
 
 def page_texts(at: AppTest, kind: str) -> list[str]:
-    return [e.value for e in getattr(at, kind)]
+    return [as_read(e.value) for e in getattr(at, kind)]
+
+
+def verdict_table(at: AppTest):
+    table = at.table[0].value
+    table.index = [as_read(i) for i in table.index]  # st.table cells are Markdown
+    return table
 
 
 @pytest.mark.parametrize("bug", PITFALLS)
@@ -62,7 +69,7 @@ def test_the_class_set_comparison_shows_the_bug_against_the_correct_model(app_ru
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     names = {t.get("name") for s in specs for t in s["data"]}
     assert "correct model (3 seeds)" in names and "BUG: causal=false (3 seeds)" in names
-    table = at.table[0].value
+    table = verdict_table(at)
     assert "reads the answer" in table.loc["BUG: causal=false", "note"]
     assert table.loc["BUG: causal=false", "verdict"] == "better"  # too good: the leak
     assert len(at.code) >= 2  # the samples, side by side
@@ -70,9 +77,8 @@ def test_the_class_set_comparison_shows_the_bug_against_the_correct_model(app_ru
 
 def test_rope_unrotated_is_compared_with_no_positions_at_all(app_runs):
     at = open_pitfalls(bug="rope_unrotated")
-    table = at.table[0].value
-    assert {"correct model", "BUG: bug=rope_unrotated", "pos=none"} <= set(
-        i.replace("\\", "") for i in table.index)
+    table = verdict_table(at)
+    assert {"correct model", "BUG: bug=rope_unrotated", "pos=none"} <= set(table.index)
     assert (table.loc["BUG: bug=rope_unrotated", "val loss (mean ± 95% CI)"]
             == table.loc["pos=none", "val loss (mean ± 95% CI)"])
 

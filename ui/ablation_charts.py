@@ -24,6 +24,7 @@ from llama_core.config import ModelConfig, model_from_dict
 from llama_core.errors import UserError
 from llama_core.stats import t_critical
 from ui.loss_charts import colour  # one palette for every chart
+from ui.plain_text import md_literal, plotly_literal
 
 LOSS_UNIT = "nats per character"
 X_AXES = {
@@ -84,14 +85,6 @@ def train_flops_per_token(run) -> float | None:
     if cfg is None:
         return None
     return float(lc_inspect.flops_per_token(cfg)["training_flops_per_token"])
-
-
-def md_text(text: str) -> str:
-    """Text for a cell of st.table, which reads cells as markdown: a leading "+ " or
-    "1. " would otherwise turn into a list."""
-    import re
-    text = re.sub(r"^([+*-]) ", r"\\\1 ", str(text))
-    return re.sub(r"^(\d+)\. ", r"\1\\. ", text)
 
 
 def leaks(run) -> bool:
@@ -172,7 +165,8 @@ def band_figure(bands: pd.DataFrame, x: str = "step", metric: str = "val_loss",
                 height: int = HEIGHT) -> go.Figure:
     """Mean curve and a shaded 95% band over seeds per variant (baseline first and
     thickest). With ``curves``, each seed is drawn faintly too. ``styles`` maps a
-    variant to line options (e.g. dash) and an optional legend ``name``."""
+    variant to line options (e.g. dash) and an optional legend ``name``. Variants are
+    run names, plain text: escaped here for Plotly."""
     fig = _layout(go.Figure(), X_AXES[x][1], f"{METRICS[metric]} ({LOSS_UNIT})", height)
     if bands.empty:
         return _placeholder(fig, empty_text)
@@ -183,18 +177,19 @@ def band_figure(bands: pd.DataFrame, x: str = "step", metric: str = "val_loss",
         style = dict(styles.get(variant, {}))
         c = style.pop("color", colour(i))
         name = style.pop("name", variant)
+        shown = plotly_literal(variant)  # run names are plain text, not Plotly markup
         n = int(b["n"].max())
-        label = f"{name} ({n} seed{'s' if n != 1 else ''})"
+        label = f"{plotly_literal(name)} ({n} seed{'s' if n != 1 else ''})"
         if n >= 2:
             fig.add_trace(go.Scatter(x=b["x"], y=b["high"], mode="lines",
                                      line=dict(width=0, color=c), showlegend=False,
                                      legendgroup=variant, hoverinfo="skip",
-                                     name=f"{variant} upper"))
+                                     name=f"{shown} upper"))
             fig.add_trace(go.Scatter(x=b["x"], y=b["low"], mode="lines",
                                      line=dict(width=0, color=c), fill="tonexty",
                                      fillcolor=rgba(c, 0.2), showlegend=False,
                                      legendgroup=variant, hoverinfo="skip",
-                                     name=f"{variant} 95% band"))
+                                     name=f"{shown} 95% band"))
         if curves is not None and n >= 2:
             for seed, s in curves[curves["variant"] == variant].groupby("seed"):
                 s = s.sort_values("step")
@@ -202,13 +197,13 @@ def band_figure(bands: pd.DataFrame, x: str = "step", metric: str = "val_loss",
                                          line=dict(width=1, color=c, dash="dot"),
                                          opacity=0.55, showlegend=False,
                                          legendgroup=variant, hoverinfo="skip",
-                                         name=f"{variant} seed {seed}"))
+                                         name=f"{shown} seed {seed}"))
         width = 5 if variant == BASELINE else 3
         mean = go.Scatter(
             x=b["x"], y=b["mean"], mode="lines+markers", name=label, legendgroup=variant,
             legendrank=1000 + i, line=dict(color=c, width=width, **style),
             marker=dict(size=6),
-            hovertemplate=f"%{{y:.3f}} nats/char<extra>{name[:40]}</extra>")
+            hovertemplate=f"%{{y:.3f}} nats/char<extra>{plotly_literal(name[:40])}</extra>")
         if variant == BASELINE:
             on_top.append(mean)  # drawn last, so no variant hides it
         else:
@@ -269,7 +264,7 @@ def summary_display(table: pd.DataFrame) -> pd.DataFrame:
             return "—"
         return format(value, spec)
     out = table.copy()
-    out["variant"] = [md_text(v) for v in out["variant"]]
+    out["variant"] = [md_literal(v) for v in out["variant"]]  # st.table reads Markdown
     specs = {"parameters": ",.0f", "Δ parameters": "+,.0f",
              "time (s)": ".1f", "tokens/s": ",.0f"}
     for col, spec in specs.items():
@@ -336,11 +331,12 @@ def params_figure(configs: dict[str, ModelConfig]) -> go.Figure:
                       legend=dict(orientation="h", y=-0.35))
     labels = list(configs)
     params = {k: lc_inspect.param_formula(c) for k, c in configs.items()}
+    ticks = [plotly_literal(k) for k in labels]  # variant names are plain text
     for i, (key, label) in enumerate(PARAM_ROWS[:-1]):
         values = [params[k][key] for k in labels]
         if not any(values):
             continue
-        fig.add_trace(go.Bar(x=labels, y=values, name=label, marker_color=colour(i),
+        fig.add_trace(go.Bar(x=ticks, y=values, name=label, marker_color=colour(i),
                              hovertemplate="%{y:,} parameters<extra>" + label + "</extra>"))
     fig.update_xaxes(title=None)
     return fig
@@ -431,6 +427,7 @@ def depth_profile_figure(health: pd.DataFrame, step: int | None = None) -> go.Fi
     for i, variant in enumerate(variant_order(h["variant"])):
         v = h[h["variant"] == variant]
         c = colour(i)
+        shown = plotly_literal(variant)  # run names are plain text, not Plotly markup
         for col, key in enumerate(HEALTH, start=1):
             stats = v.groupby("layer")[key].apply(lambda s: geometric_band(s.tolist()))
             layers = stats.index.to_numpy()
@@ -446,10 +443,11 @@ def depth_profile_figure(health: pd.DataFrame, step: int | None = None) -> go.Fi
                                          fillcolor=rgba(c, 0.2), showlegend=False,
                                          hoverinfo="skip"), row=1, col=col)
             fig.add_trace(go.Scatter(x=layers, y=mean, mode="lines+markers",
-                                     name=variant, legendgroup=variant, showlegend=col == 1,
+                                     name=shown, legendgroup=variant, showlegend=col == 1,
                                      line=dict(color=c, width=4 if variant == BASELINE else 3),
-                                     hovertemplate="%{y:.3g}<extra>" + variant[:30]
-                                     + "</extra>"), row=1, col=col)
+                                     hovertemplate="%{y:.3g}<extra>"
+                                     + plotly_literal(variant[:30]) + "</extra>"),
+                          row=1, col=col)
     fig.update_xaxes(title_text="layer (0 = nearest the input)", dtick=1)
     fig.update_yaxes(type="log")
     return fig
@@ -462,7 +460,8 @@ def health_over_steps_figure(health: pd.DataFrame, variants: Sequence[str],
     (last)."""
     variants = list(variants)
     fig = make_subplots(rows=1, cols=max(1, len(variants)), shared_yaxes=True,
-                        subplot_titles=variants or [""], horizontal_spacing=0.05)
+                        subplot_titles=[plotly_literal(v) for v in variants] or [""],
+                        horizontal_spacing=0.05)
     fig.update_layout(height=400, font=dict(size=FONT_SIZE), hovermode="closest",
                       margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.25, x=0, title="layer "))
@@ -482,7 +481,7 @@ def health_over_steps_figure(health: pd.DataFrame, variants: Sequence[str],
                                      line=dict(color=shades[layer], width=2),
                                      marker=dict(size=5),
                                      hovertemplate=f"layer {layer}: %{{y:.3g}}<extra>"
-                                                   f"{variant[:30]}</extra>"),
+                                     f"{plotly_literal(variant[:30])}</extra>"),
                           row=1, col=col)
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(type="log", title_text=HEALTH[key], col=1)

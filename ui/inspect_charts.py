@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
+from llama_core.plain_text import plotly_literal
 from ui.loss_charts import colour  # one palette for every chart
 
 FONT = 16
@@ -42,6 +43,12 @@ def visible_text(s: str) -> str:
     return "".join(visible(c) for c in s)
 
 
+def char_label(c: str) -> str:
+    """A prompt's or a model's character as a Plotly label: visible, and never read as
+    Plotly markup (``<``, ``&``)."""
+    return plotly_literal(visible(c))
+
+
 def _style(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(
         title=dict(text=title, font=dict(size=FONT + 3), x=0, xanchor="left"),
@@ -56,7 +63,8 @@ def _ticks(chars: str, max_labels: int) -> dict:
     T = len(chars)
     step = max(1, math.ceil(T / max_labels))
     vals = list(range(0, T, step))
-    return dict(tickmode="array", tickvals=vals, ticktext=[visible(chars[i]) for i in vals],
+    return dict(tickmode="array", tickvals=vals,
+                ticktext=[char_label(chars[i]) for i in vals],
                 tickfont=dict(size=TICK_FONT), tickangle=0)
 
 
@@ -142,7 +150,7 @@ def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: boo
     64-character context stays readable on a projector."""
     T = a.shape[-1]
     z = _masked(a) if hide_future else a.astype(np.float32)
-    labels = [visible(c) for c in chars]
+    labels = [char_label(c) for c in chars]
     custom = np.array([[(labels[q], labels[k]) for k in range(T)] for q in range(T)])
     fig = go.Figure(go.Heatmap(
         z=z, customdata=custom, colorscale=PROB_SCALE, zmin=0,
@@ -169,20 +177,22 @@ def head_labels(L: int, H: int) -> list[str]:
 def head_bars(values: Mapping[str, np.ndarray], title: str, y_title: str, *,
               reference: Mapping[str, float] | None = None, percent: bool = False,
               height: int = 400) -> go.Figure:
-    """One bar per (layer, head), grouped by run; ``values`` maps a run's label to a
-    (layers, heads) array. ``reference`` draws labelled dashed lines (e.g. uniform
-    attention). Values are written on the bars while there are few enough to read."""
+    """One bar per (layer, head), grouped by run; ``values`` maps a run's label (plain
+    text, escaped here) to a (layers, heads) array. ``reference`` draws labelled dashed
+    lines (e.g. uniform attention). Values are written on the bars while there are few
+    enough to read."""
     fig = go.Figure()
     fmt = ".0%" if percent else ".2f"
     total = sum(v.size for v in values.values())
-    for i, (label, v) in enumerate(values.items()):
+    for i, (run_label, v) in enumerate(values.items()):
         L, H = v.shape
+        shown = plotly_literal(run_label)
         fig.add_trace(go.Bar(
-            x=head_labels(L, H), y=v.ravel(), name=label,
+            x=head_labels(L, H), y=v.ravel(), name=shown,
             marker_color=colour(i),
             text=[format(x, fmt) for x in v.ravel()] if total <= 16 else None,
             textposition="outside", textfont=dict(size=TICK_FONT),
-            hovertemplate="%{x}: %{y:" + fmt + "}<extra>" + label + "</extra>"))
+            hovertemplate="%{x}: %{y:" + fmt + "}<extra>" + shown + "</extra>"))
     greys = ("#343a40", "#868e96")
     for j, (name, y) in enumerate((reference or {}).items()):
         x = head_labels(*next(iter(values.values())).shape)
@@ -337,7 +347,7 @@ def logit_pair(base: np.ndarray, moved: np.ndarray, chars: str, shift: int,
 def next_char_bars(step: pd.DataFrame, title: str) -> go.Figure:
     """The most likely next characters at one step (columns character, probability,
     chosen), the one drawn in orange."""
-    chars = [visible(c) for c in step["character"]]
+    chars = [char_label(c) for c in step["character"]]
     colours = [CHOSEN if c else OTHER for c in step["chosen"]]
     fig = go.Figure(go.Bar(
         x=chars, y=step["probability"], marker_color=colours,

@@ -15,6 +15,7 @@ import torch
 from llama_core.runs import Run
 from llama_core.train import load_checkpoint
 from ui.state import run_label, store
+from ui.plain_text import md_literal
 
 RUN_PARAM = "run"
 MEMORY = "inspect_last_runs"  # this session's last choice, carried between the pages
@@ -98,9 +99,10 @@ def _wanted(by_id: dict[str, Run], most: int, newest: int) -> list[str]:
 def _say_missing(by_id: dict[str, Run]) -> None:
     """Name the runs a link asked for that cannot be shown (no checkpoint yet)."""
     missing = [i for i in st.query_params.get_all(RUN_PARAM) if i and i not in by_id]
-    if missing:
-        st.info(f"Run {', '.join(missing)} has no finished checkpoint here (still "
-                "training, failed or deleted), so it is not in the list.")
+    if missing:  # values from the page address: shown as typed, shortened
+        named = md_literal(", ".join(missing), limit=120)
+        st.info(f"Run {named} has no finished checkpoint here (still training, failed "
+                "or deleted), so it is not in the list.")
 
 
 def _remember(ids: list[str], memory: bool = True) -> None:
@@ -142,10 +144,11 @@ def pick_run(runs: list[Run], *, key: str, label: str = "Run") -> Run | None:
 
 def show_errors(errors: dict[str, list[Run]]) -> None:
     """One st.error per distinct message; the run ids are named only when the chosen
-    runs disagree (e.g. different corpora know different characters)."""
+    runs disagree (e.g. different corpora know different characters). A message is
+    plain text (it may quote a prompt), never Markdown."""
     many = len(errors) > 1
     for message, runs in errors.items():
         if many:
-            st.error(f"{', '.join(r.id for r in runs)}: {message}")
+            st.error(f"{', '.join(r.id for r in runs)}: {md_literal(message)}")
         else:
-            st.error(message)
+            st.error(md_literal(message))

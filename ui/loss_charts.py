@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from llama_core.plain_text import plotly_literal
+
 LOSS_UNIT = "nats per character"
 
 # x-axis key -> (short name for a picker, axis title with unit, column in a curve frame)
@@ -142,7 +144,8 @@ def compare_figure(series: Iterable[dict], x: str = "step", metric: str = "val_l
                    baseline: str | None = None) -> go.Figure:
     """Several runs' ``metric`` against ``x``, one trace per run, in series order.
 
-    Each series is ``{"run_id", "label", "frame"}`` (frame from :func:`curve_frame`).
+    Each series is ``{"run_id", "label", "frame"}`` (frame from :func:`curve_frame`);
+    labels are plain text (escaped here for Plotly).
     The baseline run is drawn thick and on top, its name marked with a star; the others
     thinner. Trace names are the labels; each trace's ``meta`` is its run id."""
     if x not in X_AXES:
@@ -159,13 +162,15 @@ def compare_figure(series: Iterable[dict], x: str = "step", metric: str = "val_l
         df = downsample(s["frame"])
         d = df[df[metric].notna() & df[x].notna()]
         is_base = s["run_id"] == baseline
-        name = f"{BASELINE_MARK} {s['label']}" if is_base else s["label"]
+        label = plotly_literal(s["label"])  # a run's name is whatever its owner typed
+        name = f"{BASELINE_MARK} {label}" if is_base else label
         traces.append((is_base, go.Scatter(
             x=d[x], y=d[metric], name=name, meta=s["run_id"], mode="lines+markers",
             line=dict(color=colour(i), width=6 if is_base else 3),
             marker=dict(size=9 if is_base else 6),
             opacity=1.0 if is_base or baseline is None else 0.85,
-            hovertemplate=f"%{{y:.3f}} nats/char<extra>{s['label'][:40]}</extra>",
+            hovertemplate=f"%{{y:.3f}} nats/char<extra>{plotly_literal(s['label'][:40])}"
+                          "</extra>",
         )))
     # Baseline last, so it is drawn on top of the others; legend keeps series order.
     for rank, (is_base, trace) in enumerate(traces):

@@ -10,6 +10,7 @@ from ui import inspect_charts as charts
 from ui.inspect_compute import attention_for, uniform_baselines
 from ui.inspect_pages import (NO_RUNS, describe, inspectable_runs, load_run, pick_runs,
                               short_label, show_errors, torch_turn)
+from ui.plain_text import md_literal
 
 DEFAULT_PROMPT = "To be, or not to be"
 
@@ -56,7 +57,7 @@ for run, cfg, res in results.values():
     if res.truncated:
         st.info(f"The prompt has {len(prompt)} characters but {run.id} reads at most "
                 f"{cfg.context_window}, so its maps show the last {cfg.context_window} "
-                f"characters: “{res.text}”.")
+                f"characters: “{md_literal(res.text)}”.")
 
 items = list(results.values())
 # One colour scale for every map, topped by the largest weight any query but the first
@@ -67,7 +68,7 @@ zmax = max(float(max(m[:, 1:].max() if m.shape[-1] > 1 else m.max() for m in res
 columns = st.columns(len(items))
 for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
     with col:
-        st.subheader(short_label(run))
+        st.subheader(md_literal(short_label(run)))
         st.caption(describe(cfg))
         fig = charts.attention_grid(
             res.maps, res.text, f"Attention of {run.id}: every layer and head",

@@ -18,18 +18,13 @@ from llama_core.errors import UserError
 from llama_core.runs import TERMINAL
 from ui import state
 from ui.loss_charts import BASELINE_MARK, METRICS, X_AXES, compare_figure, curve_frame
+from ui.plain_text import md_literal
 from ui.run_widgets import (differing_fields, final_metrics_table,
                             seed_only_difference, short_label, side_by_side,
                             train_flops_per_token)
 
 POLL_S = 2.0
 MAX_SAMPLE_COLUMNS = 3
-
-
-def _shown_id(raw: str) -> str:
-    """A run id from a URL, safe to print inside backticks."""
-    text = raw.replace("`", "'").replace("\n", " ")
-    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def pick_from_table() -> None:
@@ -117,7 +112,7 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
             samples = store.samples(r.id)
             with col:
                 st.markdown((f"{BASELINE_MARK} " if r.id == baseline else "")
-                            + f"**{short_label(r)}**")
+                            + f"**{md_literal(short_label(r))}**")
                 if samples:
                     st.caption(f"step {samples[-1]['step']:,}")
                     st.code(samples[-1]["text"] or " ", language=None, wrap_lines=True)
@@ -137,7 +132,7 @@ known = {r.id: r for r in all_runs}
 requested = [r for r in st.query_params.get_all("runs") if r != ""]
 unknown = list(dict.fromkeys(r for r in requested if r not in known))
 if unknown:
-    named = ", ".join(f"`{_shown_id(r)}`" for r in unknown)
+    named = ", ".join(md_literal(r, limit=40) for r in unknown)  # as typed in the link
     st.warning(f"The link names run{'s' if len(unknown) > 1 else ''} {named} that "
                f"{'are' if len(unknown) > 1 else 'is'} not in this run store, so "
                f"{'they are' if len(unknown) > 1 else 'it is'} left out.")

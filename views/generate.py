@@ -1,8 +1,6 @@
 """Generate: continue a prompt with one or more trained runs side by side (same prompt,
 same seed), and see the next-character probabilities behind every step."""
 
-import html
-
 import streamlit as st
 
 from llama_core.errors import UserError
@@ -10,6 +8,7 @@ from ui import inspect_charts as charts
 from ui.inspect_compute import generate_with_probs
 from ui.inspect_pages import (NO_RUNS, checkpoint_file, describe, inspectable_runs,
                               load_run, pick_runs, short_label, show_errors, torch_turn)
+from ui.plain_text import md_literal, plotly_literal
 
 MAX_RUNS = 4
 
@@ -72,7 +71,7 @@ show_errors(errors)
 columns = st.columns(len(chosen))
 for col, run in zip(columns, chosen):
     with col:
-        st.subheader(short_label(run))
+        st.subheader(md_literal(short_label(run)))
         loss = f", validation loss {run.final_val_loss:.3f} nats" if (
             run.final_val_loss is not None) else ""
         if run.id not in outputs:
@@ -104,8 +103,9 @@ if outputs:
         rows = table[table["step"] == step]
         before = (prompt + text)[: len(prompt) + step - 1][-14:]
         drawn = rows[rows["chosen"]]["character"].iloc[0]
-        title = (f"{run.id}, step {step}: after “{html.escape(charts.visible_text(before))}”"
-                 f"<br>drew “{html.escape(charts.visible(drawn))}”")
+        title = (f"{run.id}, step {step}: after "
+                 f"“{plotly_literal(charts.visible_text(before))}”"
+                 f"<br>drew “{charts.char_label(drawn)}”")
         with col:
             st.plotly_chart(charts.next_char_bars(rows, title), key=f"generate_bars_{i}",
                             width="stretch")

@@ -18,6 +18,7 @@ from llama_core.errors import UserError
 from llama_core.runs import ACTIVE
 from ui import ablation_charts as ac
 from ui import state
+from ui.plain_text import md_literal
 
 POLL_S = 1.0
 GROUP_PREFIX = "ld-"
@@ -202,7 +203,7 @@ def chart_and_table(group: str | None, x: str, show: str, zoom: bool,
         "—" if v is None or v != v else f"{v:,.0f}" for v in table["tokens/s (class set, 1 thread)"]]
     if not live:
         table = table.drop(columns=["val loss, yours", "your run"])
-    table["rung"] = [ac.md_text(r) for r in table["rung"]]
+    table["rung"] = [md_literal(r) for r in table["rung"]]  # st.table reads Markdown
     st.table(table.set_index("rung"))
 
 
@@ -220,8 +221,8 @@ cs = classset.load()
 ss = st.session_state
 group = st.query_params.get("ladder")
 if group and not live_runs(store, group):
-    st.warning(f"The link names ladder `{group[:40]}`, which has no runs in this run "
-               "store; train a rung to start a new one.")
+    st.warning(f"The link names ladder {md_literal(group, limit=40)}, which has no runs "
+               "in this run store; train a rung to start a new one.")
     group = None
     del st.query_params["ladder"]
 
@@ -239,7 +240,7 @@ with d:
     st.button("Train all 7 rungs", key="ld_train_all", icon=":material/stairs:",
               on_click=train_rungs, args=(list(LADDER),))
 if ss.get("ld_error"):
-    st.error(ss["ld_error"])
+    state.show_error(ss["ld_error"])
 st.caption(f"**Rung {rung_number(rung)}: {RUNGS[rung][0]}.** {RUNGS[rung][1]} "
            f"(preset `{rung}`: {PRESETS[rung].description})")
 
@@ -266,7 +267,7 @@ import pandas as pd  # noqa: E402
 
 published = pd.DataFrame(PUBLISHED, columns=["their rung", "params", "steps", "val loss",
                                              "closest rung here"])
-published["their rung"] = [ac.md_text(r) for r in published["their rung"]]
+published["their rung"] = [md_literal(r) for r in published["their rung"]]
 st.table(published.set_index("their rung"))
 st.markdown(
     "- **Their setup:** char-level TinyShakespeare, context 16, width 128, batch 32, "

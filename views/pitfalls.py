@@ -26,6 +26,7 @@ from llama_core.model import Llama
 from llama_core.runs import ACTIVE
 from ui import ablation_charts as ac
 from ui import state
+from ui.plain_text import md_literal
 
 POLL_S = 1.0
 GROUP_PREFIX = "pf-"
@@ -270,7 +271,7 @@ def probe_trained(runs: list, key: str) -> None:
             continue
         model = trained_model(str(path), path.stat().st_mtime)
         show_probe(lc_inspect.PROBES[probe](model), probe,
-                   f"the trained run {r.id} ({r.name}, seed {r.seed})")
+                   f"the trained run {r.id} ({md_literal(r.name)}, seed {r.seed})")
 
 
 # --- The page -----------------------------------------------------------------------
@@ -331,7 +332,7 @@ b.button("Train the bug and the correct model live", key="pf_train", type="prima
          help="Queues both with the class set's settings ('tiny' with context 8, 600 "
               "steps) and the same seed; their checkpoints are probed when they finish.")
 if st.session_state.get("pf_error"):
-    st.error(st.session_state["pf_error"])
+    state.show_error(st.session_state["pf_error"])
 group = st.query_params.get("pitgroup")
 if group:
     store = state.store()

@@ -11,7 +11,8 @@ from llama_core.errors import UserError
 from ui import inspect_charts as charts
 from ui.inspect_compute import check_prompt, fit_prompt
 from ui.inspect_pages import inspectable_runs, load_run, pick_run, torch_turn
-from ui.state import user_errors
+from ui.plain_text import md_literal
+from ui.state import show_error, user_errors
 
 HEAD_SIZES = [8, 16, 32, 64, 128]
 DEFAULT_CONTEXT = ModelConfig().context_window
@@ -94,7 +95,7 @@ if run is None:
 try:
     model, tokenizer, _ = load_run(run)
 except UserError as e:
-    st.error(str(e))
+    show_error(e)
     st.stop()
 cfg = model.cfg
 if not cfg.attention:
@@ -132,7 +133,7 @@ with user_errors():
     if cut:
         st.info(f"The prompt and its shift must fit {run.id}'s context window of "
                 f"{cfg.context_window} positions, so the check uses its last {longest} "
-                f"characters: “{text}”.")
+                f"characters: “{md_literal(text)}”.")
     most = cfg.context_window - len(text)
     if most < 1:
         st.info(f"{run.id}'s context window of {cfg.context_window} leaves no room to "
@@ -157,7 +158,8 @@ with user_errors():
         verdict = "not 0: learned positions make the logits depend on absolute position"
     prefix = tokenizer.decode(result.prefix_ids)
     st.caption(f"The prompt at positions 0–{len(text) - 1}, then after {shift} random "
-               f"characters (“{prefix}”) at positions {shift}–{shift + len(text) - 1}."
+               f"characters (“{md_literal(prefix)}”) at positions "
+               f"{shift}–{shift + len(text) - 1}."
                f" The change is {verdict}.")
     head = st.columns([1, 3])[0].selectbox("Head", range(cfg.n_heads), key="rotary_head")
     st.plotly_chart(charts.logit_pair(result.base[head], result.moved[head], text, shift,
