@@ -13,12 +13,21 @@ instead of seeing "database is locked".
 Layout: the runs folder (``$LLAMA_LAB_RUNS`` or ``<repo>/runs/``) holds ``llama_lab.db``
 and one folder per run (``<runs>/<run id>/``) for files too big for a row: the
 checkpoint ``model.safetensors`` and logs. ``RunStore(path)`` names the database file
-directly (the command line's ``--db``); its folder is then the runs folder.
+directly (the command line's ``--db``); its folder is then the runs folder. Beside the
+database, ``llama_lab.db-reserve`` holds a little disk space back: when the disk fills
+up, the store gives it up to record how a run ended (failed: the disk is full) instead
+of leaving it "running".
 
 Before touching a file that already exists, the store opens it read-only and refuses
 (``StoreError``) anything that is not a SQLite database or is someone else's database,
 so a wrong ``--db`` can never damage a file. The schema is versioned with
 ``PRAGMA user_version`` and upgraded by the ordered ``MIGRATIONS``.
+
+Every SQLite error the user can act on becomes one sentence in one place
+(``_storage_error``): a damaged file (``StoreDamaged``: recover it with ``runs
+recover``, see ``store_repair``), a full disk (``DiskFull``), a read-only or locked
+file. A run's owner is its pid *and* that process's start time, so a run whose process
+died is noticed even after the kernel gave its pid to another program.
 
 Storage only: starting, queueing and stopping processes is ``llama_core.jobs``.
 """
@@ -45,6 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import UserError
+from .hygiene import spreadsheet_cell
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "llama_lab.db"
@@ -66,16 +76,33 @@ ORPHAN_MESSAGE = ("Its training process ended without saying how the run went (t
                   "a new run to finish it.")
 
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (extended codes share the low byte)
+_READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 8, 10, 11, 13, 14, 26
 _WRITE_RETRIES = 8
 CONNECT_TIMEOUT_S = 30.0
+RESERVE_BYTES = 128 * 1024  # room for the last few writes once the disk is full
 
 
 class StoreError(UserError):
     """The run database cannot be used: not SQLite, someone else's, or newer than us."""
 
 
+class StoreDamaged(StoreError):
+    """SQLite found the file corrupted (a damaged page, a truncated file)."""
+
+
+class DiskFull(StoreError):
+    """SQLite could not write because the disk (or a quota) is full."""
+
+
 class RunNotFound(UserError):
     """No run has that id in this store."""
+
+
+def damaged_message(path: str | os.PathLike, detail: str) -> str:
+    """The one sentence for a damaged store: what happened and how to get the runs back."""
+    return (f"The run database {path} is damaged ({detail}); copy every readable run into "
+            f"a new file with `python -m llama_core runs recover --db {path} -o NEW.db` "
+            "(`runs check` shows what is wrong).")
 
 
 # --- Schema -----------------------------------------------------------------------
@@ -141,6 +168,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             owner TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             updated REAL NOT NULL) WITHOUT ROWID""",
+    ]),
+    ("when the owning process started, so a reused pid is not taken for it", [
+        "ALTER TABLE runs ADD COLUMN pid_start TEXT",
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -217,6 +247,15 @@ def check_run_id(run_id: Any) -> str:
         raise UserError(f"{shown} is not a run id; use the id shown by "
                         "`python -m llama_core runs list` (lowercase letters, digits, '-').")
     return run_id
+
+
+def _unique_ids(run_ids: Iterable[str]) -> list[str]:
+    """Checked ids, each once, in the order given (at least one)."""
+    ids = list(dict.fromkeys(check_run_id(r) for r in (
+        [run_ids] if isinstance(run_ids, str) else run_ids)))
+    if not ids:
+        raise UserError("Name at least one run id; see `python -m llama_core runs list`.")
+    return ids
 
 
 def new_run_id() -> str:
@@ -311,6 +350,42 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+PROC = Path("/proc")
+_boot_id: str | None = None
+
+
+def process_start(pid: int | None) -> str | None:
+    """When process ``pid`` started, as a token to compare: this boot's id and the start
+    time in clock ticks (field 22 of /proc/<pid>/stat). None where /proc cannot tell
+    (no such process, or no /proc on this system)."""
+    global _boot_id
+    if not pid or pid <= 0:
+        return None
+    try:
+        stat = (PROC / str(pid) / "stat").read_bytes()
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])  # fields 3.. after "(comm)"
+    except (OSError, ValueError, IndexError):
+        return None
+    if _boot_id is None:
+        try:
+            _boot_id = (PROC / "sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            _boot_id = ""
+    return f"{_boot_id}:{ticks}"
+
+
+def owner_alive(pid: int | None, started: str | None) -> bool:
+    """Is the process that claimed a run still the one running under ``pid``? A pid
+    alive with another start time belongs to a newer program: the owner is gone.
+    Without a recorded start (older rows, no /proc) the pid alone decides."""
+    if not pid_alive(pid):
+        return False
+    if started is None:
+        return True
+    now = process_start(pid)
+    return now is None or now == started
+
+
 # A connection inherited through fork() must never be used or closed in the child
 # (SQLite's rule: closing it could checkpoint or unlink the WAL under the parent). The
 # child keeps it referenced and pinned, so not even interpreter exit frees it.
@@ -378,11 +453,14 @@ class RunStore:
             tables = {r[0] for r in ro.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = ro.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.OperationalError as e:  # readable bytes, but no way to use them
-            raise StoreError(f"{p} cannot be opened ({e}): the file or its folder is "
-                             "read-only or locked; make the runs folder writable for the "
-                             "server, or pass another --db path.") from None
-        except sqlite3.DatabaseError:
+        except sqlite3.DatabaseError as e:
+            known = self._storage_error(e, opening=True)
+            if known is not None:
+                raise known from None
+            if isinstance(e, sqlite3.OperationalError):  # readable, but no way to use it
+                raise StoreError(f"{p} cannot be opened ({e}): the file or its folder is "
+                                 "read-only or locked; make the runs folder writable for "
+                                 "the server, or pass another --db path.") from None
             raise not_sqlite from None
         finally:
             ro.close()
@@ -420,12 +498,13 @@ class RunStore:
                 if first:
                     self._migrate(conn)
                     self._checked_pid = os.getpid()
+                    self._keep_reserve()
             except BaseException as e:
                 conn.close()
-                if isinstance(e, sqlite3.DatabaseError) and not (
-                        isinstance(e, sqlite3.OperationalError) and _is_busy(e)):
-                    raise StoreError(f"{self.path} is not a usable Llama Lab run database "
-                                     f"({e}); pass another --db path.") from None
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise self._storage_error(e, opening=True) or StoreError(
+                        f"{self.path} is not a usable Llama Lab run database ({e}); pass "
+                        "another --db path.") from None
                 raise
         local.conn, local.pid = conn, os.getpid()
         return conn
@@ -454,16 +533,52 @@ class RunStore:
 
     @contextmanager
     def _tx(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One transaction; on any error (a failed COMMIT too) it is rolled back, unless
+        SQLite already did (it does on a full disk or an I/O error)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error says more
             raise
-        conn.execute("COMMIT")
 
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, retried when busy."""
+    def _storage_error(self, e: sqlite3.Error, opening: bool = False) -> StoreError | None:
+        """The one sentence for a database problem the user can act on (damaged file,
+        full disk, read-only, locked, failing disk); None for anything else (a
+        constraint the caller handles, or a bug in Llama Lab)."""
+        code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+        text = str(e).lower()
+        p = self.path
+        if code == _CORRUPT or "malformed" in text:
+            return StoreDamaged(damaged_message(p, str(e)))
+        if code == _NOTADB or "not a database" in text:
+            if opening:
+                return StoreError(f"{p} is not a Llama Lab run database (it is not SQLite); "
+                                  "pass another --db path or move that file away.")
+            return StoreDamaged(damaged_message(p, str(e)))
+        if code == _FULL or "disk is full" in text:
+            return DiskFull(f"The run database {p} could not be written because the disk "
+                            "is full; free some space (runs already saved are kept).")
+        if code == _READONLY or "readonly" in text or "read-only" in text:
+            return StoreError(f"The run database {p} is read-only, so nothing can be saved; "
+                              "make the runs folder writable for the server.")
+        if code == _IOERR or "disk i/o" in text:
+            return StoreError(f"The run database {p} could not be read or written ({e}): the "
+                              "disk is full or failing; free some space or check the disk "
+                              "(runs already saved are kept).")
+        if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+            return StoreError(f"The run database {p} stayed locked by another program for "
+                              "too long; close whatever holds it and try again.")
+        return None
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any], essential: bool = False) -> Any:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, retried when busy.
+        ``essential`` (how a run ended): on a full disk, give up the reserve and retry."""
         conn = self._connect()
 
         def attempt():
@@ -471,21 +586,52 @@ class RunStore:
                 return fn(conn)
         try:
             return self._retry(attempt)
-        except sqlite3.OperationalError as e:
-            text = str(e).lower()
-            if "readonly" in text or "read-only" in text:
-                raise StoreError(f"The run database {self.path} is read-only, so nothing "
-                                 "can be saved; make the runs folder writable for the "
-                                 "server.") from None
-            if "full" in text or "disk i/o" in text:
-                raise StoreError(f"The run database {self.path} could not be written "
-                                 f"({e}): the disk is full or failing; free some space. "
-                                 "Runs already saved are kept.") from None
-            raise
+        except sqlite3.DatabaseError as e:
+            known = self._storage_error(e)
+            if known is None:
+                raise
+            if isinstance(known, DiskFull) and essential and self._release_reserve():
+                return self._write(fn)
+            raise known from None
+
+    def _reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-reserve")
+
+    def _keep_reserve(self) -> None:
+        """Hold ``RESERVE_BYTES`` of disk beside the database (best effort: a read-only
+        or full folder simply has none). Random bytes, so no filesystem compresses
+        them away."""
+        reserve = self._reserve_path()
+        if reserve.exists():
+            return
+        try:
+            with open(reserve, "xb") as f:
+                f.write(os.urandom(RESERVE_BYTES))
+        except FileExistsError:
+            pass
+        except OSError:
+            try:
+                reserve.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _release_reserve(self) -> bool:
+        """Free the reserve for an essential write; False when there is none left."""
+        try:
+            self._reserve_path().unlink()
+            return True
+        except OSError:
+            return False
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         conn = self._connect()
-        return self._retry(lambda: conn.execute(sql, args).fetchall())
+        try:
+            return self._retry(lambda: conn.execute(sql, args).fetchall())
+        except sqlite3.DatabaseError as e:
+            known = self._storage_error(e)
+            if known is None:
+                raise
+            raise known from None
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -551,7 +697,8 @@ class RunStore:
         row = dict(name=name, group=group, model_config=json.dumps(model, sort_keys=True),
                    train_config=json.dumps(train, sort_keys=True), seed=train.get("seed"),
                    device=train.get("device"), status="queued", created=time.time(),
-                   owner=owner, pid=pid, code_version=code_version(),
+                   owner=owner, pid=pid, pid_start=process_start(pid),
+                   code_version=code_version(),
                    torch_version=_installed_torch_version())
         from . import classroom
         settings = classroom.current()  # classroom mode: the teacher's limits, or None
@@ -634,6 +781,7 @@ class RunStore:
         if per_owner is None:
             from .classroom import running_cap
             per_owner = running_cap()
+        started = process_start(pid)
 
         def claim(c):
             if limit is not None:
@@ -655,7 +803,8 @@ class RunStore:
                 (per_owner, per_owner)).fetchone()
             if row is None:
                 return None
-            c.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, row[0]))
+            c.execute("UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
+                      (pid, started, row[0]))
             return row[0]
         return self._write(claim)
 
@@ -690,21 +839,24 @@ class RunStore:
 
     def set_pid(self, run_id: str, pid: int | None) -> None:
         """Hand a claimed run to the process that executes it (or release it: None)."""
-        self._write(lambda c: c.execute("UPDATE runs SET pid = ? WHERE id = ? AND status IN "
-                                        "('queued', 'running')", (pid, check_run_id(run_id))))
+        started = process_start(pid)
+        self._write(lambda c: c.execute(
+            "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ? AND status IN "
+            "('queued', 'running')", (pid, started, check_run_id(run_id))))
 
     def mark_running(self, run_id: str, pid: int, device: str | None,
                      torch_version: str | None = None) -> bool:
         """Queued -> running. False when the run is no longer queued (already started
         elsewhere, or stopped while it waited): the caller must not train it."""
         check_run_id(run_id)
+        started = process_start(pid)
 
         def mark(c):
             cur = c.execute(
-                "UPDATE runs SET status = 'running', pid = ?, device = COALESCE(?, device), "
-                "torch_version = COALESCE(?, torch_version), started = ? "
-                "WHERE id = ? AND status = 'queued'",
-                (pid, device, torch_version, time.time(), run_id))
+                "UPDATE runs SET status = 'running', pid = ?, pid_start = ?, "
+                "device = COALESCE(?, device), torch_version = COALESCE(?, torch_version), "
+                "started = ? WHERE id = ? AND status = 'queued'",
+                (pid, started, device, torch_version, time.time(), run_id))
             if cur.rowcount == 0 and c.execute("SELECT 1 FROM runs WHERE id = ?",
                                                (run_id,)).fetchone() is None:
                 raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the "
@@ -789,26 +941,48 @@ class RunStore:
                 raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the "
                                   "id with `python -m llama_core runs list`.")
             return cur.rowcount == 1
-        return self._write(finish)
+        return self._write(finish, essential=True)
+
+    def _existing(self, c: sqlite3.Connection, run_ids: list[str], what: str) -> dict:
+        """Inside a transaction: every run's (status, pid, pid_start), or RunNotFound
+        naming every missing id, so a command on several runs acts on all or none."""
+        marks = ", ".join("?" * len(run_ids))
+        rows = {r[0]: r[1:] for r in c.execute(
+            f"SELECT id, status, pid, pid_start FROM runs WHERE id IN ({marks})",
+            tuple(run_ids))}
+        missing = [r for r in run_ids if r not in rows]
+        if missing:
+            shown = ", ".join(repr(r) for r in missing[:5]) + (" ..." if len(missing) > 5
+                                                               else "")
+            none = f", so none of the {len(run_ids)} runs was {what}" if len(run_ids) > 1 else ""
+            raise RunNotFound(f"There is no run {shown} in {self.path}{none}; check the "
+                              "id with `python -m llama_core runs list`.")
+        return rows
 
     def request_stop(self, run_id: str) -> str:
         """Ask a run to stop; return its status afterwards. A run still waiting in the
         queue is stopped at once; a running one stops at its next step."""
-        check_run_id(run_id)
+        return self.request_stops([run_id])[run_id]
+
+    def request_stops(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """``request_stop`` for several runs in one transaction: if any id is unknown,
+        none is stopped. Returns each run's status afterwards."""
+        ids = _unique_ids(run_ids)
 
         def req(c):
-            row = c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFound(f"There is no run {run_id!r} in {self.path}; check the "
-                                  "id with `python -m llama_core runs list`.")
-            if row[0] == "queued":
-                c.execute("UPDATE runs SET status = 'stopped', stop_requested = 1, "
-                          "finished = ?, error = 'Stopped before it started.' WHERE id = ?",
-                          (time.time(), run_id))
-                return "stopped"
-            if row[0] == "running":
-                c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
-            return row[0]
+            rows = self._existing(c, ids, "stopped")
+            out = {}
+            for run_id in ids:
+                status = rows[run_id][0]
+                if status == "queued":
+                    c.execute("UPDATE runs SET status = 'stopped', stop_requested = 1, "
+                              "finished = ?, error = 'Stopped before it started.' "
+                              "WHERE id = ?", (time.time(), run_id))
+                    status = "stopped"
+                elif status == "running":
+                    c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
+                out[run_id] = status
+            return out
         return self._write(req)
 
     def stop_requested(self, run_id: str) -> bool:
@@ -817,55 +991,71 @@ class RunStore:
         return bool(rows and rows[0][0])
 
     def delete_run(self, run_id: str) -> None:
-        """Delete a run's rows and its folder. A run still queued or running must be
+        """Delete a run's rows and its folder. A run whose process is still alive must be
         stopped first, so a live process never writes into a deleted run."""
-        run = self.get_run(run_id)
-        if run.status == "running" and pid_alive(run.pid):
-            raise UserError(f"Run {run_id} is still running; stop it before deleting it.")
+        self.delete_runs([run_id], force=True)
+
+    def delete_runs(self, run_ids: Iterable[str], force: bool = False) -> list[str]:
+        """Delete several runs in one transaction, all or none: every id must exist and
+        no run may still have a live process. Without ``force`` a queued or running run
+        is refused too (stop it first). Returns the ids deleted."""
+        ids = _unique_ids(run_ids)
+        nothing = " (nothing was deleted)" if len(ids) > 1 else ""
 
         def delete(c):
-            row = c.execute("SELECT status, pid FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                return
-            if row[0] == "queued" and row[1] is not None and pid_alive(row[1]):
-                raise UserError(f"Run {run_id} is starting; stop it before deleting it.")
-            c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
-            c.execute("DELETE FROM samples WHERE run_id = ?", (run_id,))
-            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            rows = self._existing(c, ids, "deleted")
+            for run_id in ids:
+                status, pid, started = rows[run_id]
+                if status == "running" and owner_alive(pid, started):
+                    raise UserError(f"Run {run_id} is still running; stop it before "
+                                    f"deleting it{nothing}.")
+                if status == "queued" and pid is not None and owner_alive(pid, started):
+                    raise UserError(f"Run {run_id} is starting; stop it before deleting "
+                                    f"it{nothing}.")
+                if status in ACTIVE and not force:
+                    raise UserError(f"Run {run_id} is {status}; stop it first or pass "
+                                    f"--force{nothing}.")
+            marks = ", ".join("?" * len(ids))
+            for table, key in (("metrics", "run_id"), ("samples", "run_id"), ("runs", "id")):
+                c.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", tuple(ids))
         self._write(delete)
-        d = self.run_dir(run_id)
-        if d.resolve().parent == self.runs_dir.resolve() and d.is_dir():
-            shutil.rmtree(d, ignore_errors=True)
+        for run_id in ids:
+            d = self.run_dir(run_id)
+            if d.resolve().parent == self.runs_dir.resolve() and d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+        return ids
 
     def mark_interrupted_orphans(self, skip_pids: Iterable[int] = ()) -> list[str]:
         """Runs marked running whose process is gone become 'interrupted' (metrics kept);
-        queued runs claimed by a process that died go back to the queue. ``skip_pids``:
-        processes the caller watches itself (and will report on more precisely)."""
+        queued runs claimed by a process that died go back to the queue. A process is
+        gone when its pid is free or now belongs to a program started at another time.
+        ``skip_pids``: processes the caller watches itself (and will report on more
+        precisely)."""
         skip = set(skip_pids)
-        running = [(r, p) for r, p in self._read(
-            "SELECT id, pid FROM runs WHERE status = 'running'") if p not in skip]
-        claimed = [(r, p) for r, p in self._read(
-            "SELECT id, pid FROM runs WHERE status = 'queued' AND pid IS NOT NULL")
-            if p not in skip]
-        dead = [rid for rid, pid in running if not pid_alive(pid)]
-        released = [(rid, pid) for rid, pid in claimed if not pid_alive(pid)]
-        if not dead and not released:
+        owned = [(rid, status, pid, started) for rid, status, pid, started in self._read(
+            "SELECT id, status, pid, pid_start FROM runs WHERE status = 'running' "
+            "OR (status = 'queued' AND pid IS NOT NULL)") if pid not in skip]
+        gone = [o for o in owned if not owner_alive(o[2], o[3])]
+        if not gone:
             return []
         now = time.time()
 
         def mark(c):
             marked = []
-            for rid in dead:
-                cur = c.execute("UPDATE runs SET status = 'interrupted', finished = ?, "
-                                "error = ? WHERE id = ? AND status = 'running' AND pid IS ?",
-                                (now, ORPHAN_MESSAGE, rid, dict(running)[rid]))
-                if cur.rowcount:
-                    marked.append(rid)
-            for rid, pid in released:
-                c.execute("UPDATE runs SET pid = NULL WHERE id = ? AND status = 'queued' "
-                          "AND pid = ?", (rid, pid))
+            for rid, status, pid, started in gone:
+                if status == "running":
+                    cur = c.execute(
+                        "UPDATE runs SET status = 'interrupted', finished = ?, error = ? "
+                        "WHERE id = ? AND status = 'running' AND pid IS ? AND pid_start IS ?",
+                        (now, ORPHAN_MESSAGE, rid, pid, started))
+                    if cur.rowcount:
+                        marked.append(rid)
+                else:
+                    c.execute("UPDATE runs SET pid = NULL, pid_start = NULL WHERE id = ? "
+                              "AND status = 'queued' AND pid = ? AND pid_start IS ?",
+                              (rid, pid, started))
             return marked
-        return self._write(mark)
+        return self._write(mark, essential=True)
 
     # -- metrics and samples --
 
@@ -909,7 +1099,8 @@ class RunStore:
 
     def export(self, run_ids: Iterable[str], fmt: str = "csv") -> str:
         """Runs as text: ``csv`` is one row per metric with the run's name, group and
-        config flattened in; ``json`` is a list of runs with metrics and samples."""
+        config flattened in; ``json`` is a list of runs with metrics and samples. Every
+        run is read before anything is written, and no CSV cell can act as a formula."""
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         runs = [self.get_run(r) for r in ids]
         if fmt == "json":
@@ -928,14 +1119,23 @@ class RunStore:
                   + [f"model.{k}" for k in model_keys] + [f"train.{k}" for k in train_keys]
                   + list(METRIC_COLUMNS))
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
+        plain = csv.writer(buf, lineterminator="\n")
+        # csv quotes a cell only for the "\n" that ends its rows, but a bare "\r" ends a
+        # row in a spreadsheet too (and the cell after it would start a fresh line):
+        # rows holding one are written fully quoted.
+        quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+        def put(row: list) -> None:
+            row = [spreadsheet_cell(v) for v in row]
+            cr = any(isinstance(v, str) and "\r" in v for v in row)
+            (quoted if cr else plain).writerow(row)
+        put(header)
         for run in runs:
             fixed = ([run.id, run.name, run.group or "", run.status, run.seed, run.device]
                      + [run.model_config.get(k, "") for k in model_keys]
                      + [run.train_config.get(k, "") for k in train_keys])
             for m in self.metrics(run.id):
-                w.writerow(fixed + ["" if m[k] is None else m[k] for k in METRIC_COLUMNS])
+                put(fixed + ["" if m[k] is None else m[k] for k in METRIC_COLUMNS])
         return buf.getvalue()
 
     # -- helpers --

@@ -1,22 +1,41 @@
 """``python -m llama_core runs ...`` and ``python -m llama_core sweep ...``: the run store
-and paired sweeps from a terminal, in plain text or JSON."""
+and paired sweeps from a terminal, in plain text or JSON.
+
+Every command that reads the store first marks runs whose process has died as
+interrupted, so a killed ``train`` never stays "running". Commands on several ids act
+on all of them or on none (the store checks every id first). Text meant for a person
+passes through ``terminal_text``: a run's name cannot send escape codes to a terminal.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from .ablation import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
                        wait_for)
 from .errors import UserError
+from .hygiene import terminal_text
 
 LIST_COLUMNS = ("id", "name", "status", "seed", "steps", "final_val_loss", "wall_s", "device")
 
 
 def _store(args):
-    from .runs import RunStore
-    return RunStore(args.db)
+    """The store, with runs whose process has died marked interrupted first."""
+    from .runs import RunStore, StoreDamaged, StoreError
+    store = RunStore(args.db)
+    try:
+        store.mark_interrupted_orphans()
+    except StoreDamaged:
+        raise
+    except StoreError:
+        pass  # read-only or full: the runs can still be read, the next writer marks them
+    return store
+
+
+def say(text, file=None) -> None:
+    """Print a line for a person, control characters shown as escapes."""
+    print(terminal_text(text), file=file)
 
 
 def _cell(value) -> str:
@@ -24,10 +43,11 @@ def _cell(value) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
-    return str(value)
+    return terminal_text(value)
 
 
 def print_table(rows: list[dict], columns: list[str] | tuple[str, ...]) -> None:
+    columns = [terminal_text(c) for c in columns]
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
@@ -36,6 +56,8 @@ def print_table(rows: list[dict], columns: list[str] | tuple[str, ...]) -> None:
 
 
 def cmd_runs(args) -> int:
+    if args.action in ("check", "recover"):
+        return _check_or_recover(args)
     store = _store(args)
     if args.action == "list":
         runs = store.list_runs(status=args.status, group=args.group, limit=args.limit)
@@ -45,7 +67,7 @@ def cmd_runs(args) -> int:
         elif rows:
             print_table(rows, LIST_COLUMNS)
         else:
-            print(f"No runs in {store.path}.")
+            say(f"No runs in {store.path}.")
         return 0
     if not args.ids:
         raise UserError(f"`runs {args.action}` needs at least one run id; see `runs list`.")
@@ -61,7 +83,7 @@ def cmd_runs(args) -> int:
             for d in out:
                 metrics = d.pop("metrics")
                 for k, v in d.items():
-                    print(f"{k:>16}: {json.dumps(v) if isinstance(v, dict) else _cell(v)}")
+                    say(f"{k:>16}: {json.dumps(v) if isinstance(v, dict) else _cell(v)}")
                 if metrics:
                     print_table(metrics, ("step", "tokens", "seconds", "train_loss",
                                           "val_loss", "lr", "tokens_per_s"))
@@ -71,26 +93,18 @@ def cmd_runs(args) -> int:
         fmt = args.format or ("json" if args.json else "csv")
         text = store.export(args.ids, fmt)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
-            print(f"wrote {len(args.ids)} run(s) to {args.output}", file=sys.stderr)
+            from .output_file import write_text_atomically
+            write_text_atomically(args.output, text)
+            say(f"wrote {len(args.ids)} run(s) to {args.output}", file=sys.stderr)
         else:
             sys.stdout.write(text)
         return 0
     if args.action == "stop":
-        result = {}
-        for run_id in args.ids:
-            result[run_id] = store.request_stop(run_id)
-        _report(result, args.json, "stop requested")
+        _report(store.request_stops(args.ids), args.json, "stop requested")
         return 0
     if args.action == "delete":
-        result = {}
-        for run_id in args.ids:
-            run = store.get_run(run_id)
-            if run.active and not args.force:
-                raise UserError(f"Run {run_id} is {run.status}; stop it first or pass --force.")
-            store.delete_run(run_id)
-            result[run_id] = "deleted"
-        _report(result, args.json, "deleted")
+        deleted = store.delete_runs(args.ids, force=args.force)
+        _report({run_id: "deleted" for run_id in deleted}, args.json, "deleted")
         return 0
     raise UserError(f"Unknown action {args.action!r}.")  # pragma: no cover
 
@@ -100,7 +114,38 @@ def _report(result: dict, as_json: bool, what: str) -> None:
         print(json.dumps(result))
     else:
         for run_id, status in result.items():
-            print(f"{run_id}: {status}")
+            say(f"{run_id}: {status}")
+
+
+def _check_or_recover(args) -> int:
+    """``runs check`` and ``runs recover``: they read the file without opening it as a
+    store (a damaged file would be refused), and never write to it."""
+    from .runs import default_runs_dir, DB_NAME
+    from .store_repair import check_message, check_store, recover_store
+    path = args.db or str(default_runs_dir() / DB_NAME)
+    if args.ids:
+        raise UserError(f"`runs {args.action}` takes no run ids; name the file with --db.")
+    if args.action == "check":
+        problems = check_store(path)
+        if args.json:
+            print(json.dumps({"path": path, "ok": not problems, "problems": problems}))
+            return 0 if not problems else 2
+        if problems:
+            raise UserError(check_message(path, problems))
+        say(check_message(path, problems))
+        return 0
+    if not args.output:
+        raise UserError("`runs recover` needs -o NEW.db, the new file to copy the readable "
+                        "runs into.")
+    result = recover_store(path, args.output)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        say(f"Recovered {result['runs']} run(s), {result['metrics']} metric rows and "
+            f"{result['samples']} samples from {path} (left unchanged) into "
+            f"{result['output']}; use it with --db {result['output']}, or move it into "
+            "the place of the damaged file.")
+    return 0
 
 
 def cmd_sweep(args) -> int:
@@ -154,7 +199,7 @@ def cmd_sweep(args) -> int:
         print_table([_summary_cells(r) for r in rows],
                     ("variant", "seeds", "params", "val loss", "vs baseline", "verdict"))
         for r in failed:
-            print(f"{r.id} ({r.name}, seed {r.seed}) {r.status}: {r.error}", file=sys.stderr)
+            say(f"{r.id} ({r.name}, seed {r.seed}) {r.status}: {r.error}", file=sys.stderr)
     return 0 if not failed else 1
 
 
@@ -174,15 +219,18 @@ def _summary_cells(row: dict) -> dict:
 def add_run_commands(sub) -> None:
     from .cli import add_config_flags
 
-    runs = sub.add_parser("runs", help="list, show, export, stop or delete stored runs")
-    runs.add_argument("action", choices=["list", "show", "export", "stop", "delete"])
+    runs = sub.add_parser("runs", help="list, show, export, stop or delete stored runs; "
+                                       "check or recover a damaged run database")
+    runs.add_argument("action", choices=["list", "show", "export", "stop", "delete", "check",
+                                         "recover"])
     runs.add_argument("ids", nargs="*", help="run ids (see `runs list`)")
     runs.add_argument("--db", help="run store database file")
     runs.add_argument("--status", help="list only runs with this status")
     runs.add_argument("--group", help="list only runs of this sweep group")
     runs.add_argument("--limit", type=int, help="list at most this many runs")
     runs.add_argument("--format", choices=["csv", "json"], help="export format (default csv)")
-    runs.add_argument("--output", "-o", help="export to this file instead of stdout")
+    runs.add_argument("--output", "-o", help="export to this file instead of stdout; "
+                                             "recover: the new database file")
     runs.add_argument("--force", action="store_true", help="delete even an active run")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)

@@ -128,18 +128,53 @@ def test_migration_upgrades_and_keeps_data(tmp_path, monkeypatch):
     raw.close()
 
 
-def test_a_first_release_database_gains_student_names(tmp_path, monkeypatch):
+def _old_release_store(path, version: int, **run) -> str:
+    """A database as release ``version`` of the schema left it, holding one run written
+    with that release's columns only; returns the run's id."""
+    raw = sqlite3.connect(path)
+    for i in range(version):
+        for sql in runs_module.MIGRATIONS[i][1]:
+            raw.execute(sql)
+        raw.execute("INSERT INTO llama_lab_schema VALUES (?, 0, ?)",
+                    (i + 1, runs_module.MIGRATIONS[i][0]))
+    raw.execute(f"PRAGMA user_version = {version}")
+    row = {"id": "rold00001", "name": "old", "model_config": "{}", "train_config": "{}",
+           "status": "finished", "created": 1.0, **run}
+    raw.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()))
+    raw.commit()
+    raw.close()
+    return row["id"]
+
+
+def test_a_first_release_database_gains_student_names(tmp_path):
     """A store written before student names existed opens, keeps its runs and can
     remember names from then on."""
     path = tmp_path / "v1.db"
-    with monkeypatch.context() as m:
-        m.setattr(runs_module, "MIGRATIONS", runs_module.MIGRATIONS[:1])
-        m.setattr(runs_module, "SCHEMA_VERSION", 1)
-        rid = RunStore(path).create_run(MODEL, TRAIN, name="from v1", owner="s-0123456789")
+    rid = _old_release_store(path, 1, name="from v1", owner="s-0123456789")
     s = RunStore(path)
     assert s.get_run(rid).name == "from v1"
     assert s.set_student_name("s-0123456789", "  Ada   Lovelace ") == "Ada Lovelace"
     assert s.student_names() == {"s-0123456789": "Ada Lovelace"}
+
+
+def test_a_second_release_database_keeps_its_live_and_dead_owners_apart(tmp_path):
+    """Rows from before owners' start times were recorded: the pid alone decides, so a
+    live owner keeps its run and a dead one's run is interrupted."""
+    path = tmp_path / "v2.db"
+    alive = _old_release_store(path, 2, status="running", pid=os.getpid())
+    raw = sqlite3.connect(path)
+    raw.execute("INSERT INTO runs (id, name, model_config, train_config, status, created, "
+                "pid) VALUES ('rold00002', 'dead', '{}', '{}', 'running', 2.0, ?)",
+                (_dead_pid(),))
+    raw.commit()
+    raw.close()
+    s = RunStore(path)
+    assert s.mark_interrupted_orphans() == ["rold00002"]
+    assert s.get_run(alive).status == "running"
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
 
 
 def test_student_names_are_kept_replaced_and_forgotten(store):
