@@ -1,17 +1,22 @@
 """Llama, one modification at a time.
 
-The model follows Meta's reference ``llama/model.py``: token embedding, a stack of
-pre-norm blocks ``h = x + attention(attention_norm(x))``, ``out = h + feed_forward(
-ffn_norm(h))``, a final norm and an untied output head, no biases anywhere. Every Llama
-choice can be swapped for its predecessor (RMSNorm -> LayerNorm or nothing, RoPE ->
-learned positions or nothing, SwiGLU -> GELU or ReLU, causal mask off), and the classic
-implementation bugs can be switched on by name (``ModelConfig.bug``) to see what they do.
-Module names match Meta's, so a reader can hold the two files side by side.
+Read this file beside Meta's ``llama/model.py``: the same names (tok_embeddings, layers,
+attention.wq/wk/wv/wo, feed_forward.w1/w2/w3, attention_norm, ffn_norm, norm, output), the
+same pre-norm block ``h = x + attention(attention_norm(x))``, ``out = h +
+feed_forward(ffn_norm(h))``, a final norm, an untied output head and no biases anywhere.
+
+What Meta hard-codes is a choice here, and each choice is a class: a field of ModelConfig
+picks one from a registry (NORMS, POSITIONS, FEED_FORWARDS, ATTENTIONS, BLOCKS), so
+``print(model)`` names what was swapped and no forward method asks the config anything.
+The classic implementation bugs (``ModelConfig.bug``) are swaps too: BUG_SWAPS replaces one
+correct class by a subclass that gets one method wrong. ``choose_parts`` is the one place
+where a config becomes classes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import zlib
 
@@ -23,50 +28,57 @@ from .config import ModelConfig, validate_model
 from .errors import UserError
 
 
-# --- Normalisation -----------------------------------------------------------------
+# --- Normalisation (ModelConfig.norm) ----------------------------------------------
 
 class RMSNorm(nn.Module):
-    """Scale each token's vector to unit root-mean-square, then by a learned weight.
+    """norm=rmsnorm (Llama): scale each token's vector to unit root-mean-square, then by a
+    learned weight.
 
     No mean subtraction and no bias, unlike LayerNorm. Computed in float32 whatever the
     input dtype, because the mean of squares underflows in half precision.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, over_sequence: bool = False):
+    def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
-        # The bug from the write-ups: one RMS for the whole (sequence, width) block, so a
-        # later token changes how every earlier token is scaled - the future leaks.
-        self.over_sequence = over_sequence
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        # x / sqrt(mean(x^2) + eps) over each token's d_model values, PyTorch's fused kernel
+        return F.rms_norm(x, (x.shape[-1],), eps=self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        if self.over_sequence:
-            normed = xf * torch.rsqrt(xf.pow(2).mean((-2, -1), keepdim=True) + self.eps)
-        else:  # x / sqrt(mean(x^2) + eps), PyTorch's fused kernel for the same formula
-            normed = F.rms_norm(xf, (xf.shape[-1],), eps=self.eps)
-        return normed.type_as(x) * self.weight
+        return self._norm(x.float()).type_as(x) * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps:g}"
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
-    if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.d_model, cfg.norm_eps,
-                       over_sequence=cfg.bug == "norm_over_sequence")
-    if cfg.norm == "layernorm":
-        # No bias, so LayerNorm and RMSNorm have the same parameters and differ only in
-        # subtracting the mean.
-        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=False)
-    return nn.Identity()
+class RMSNormOverSequence(RMSNorm):
+    """BUG norm_over_sequence: one root-mean-square for the whole (sequence, width)
+    block instead of one per token (the 'Llama from scratch' write-up's RMSNorm), so a
+    later token changes how every earlier one is scaled and the future leaks."""
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean((-2, -1), keepdim=True) + self.eps)
 
 
-# --- Rotary position embedding -----------------------------------------------------
+class LayerNorm(nn.LayerNorm):
+    """norm=layernorm (the 2017 Transformer): subtract each token's mean, divide by its
+    standard deviation. Without the bias, so it has exactly RMSNorm's parameters and the
+    two differ only in subtracting the mean."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__(dim, eps=eps, bias=False)
+
+
+# --- Positions (ModelConfig.pos) ---------------------------------------------------
 
 def rope_frequencies(head_dim: int, theta: float = 10000.0,
                      off_by_one: bool = False) -> torch.Tensor:
     """``freq_i = theta ** (-2i / head_dim)`` for i = 0 .. head_dim/2 - 1, in radians per
     position, in float64. Pair 0 turns fastest (1 rad per position), the last pair
-    slowest."""
+    slowest. ``off_by_one`` is the rope_off_by_one bug's formula, for pages that draw it."""
     i = torch.arange(head_dim // 2, dtype=torch.float64)
     if off_by_one:  # the classic slip: i - 1 for i, so pair 0 turns faster than 1 rad
         i = i - 1
@@ -88,7 +100,7 @@ def rope_table(head_dim: int, length: int, theta: float = 10000.0,
 def apply_rope(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent pairs (x[2j], x[2j+1]) of each head by their angles.
 
-    x: (B, H, T, head_dim); freqs_cis: (T, head_dim/2) complex. Each pair is read as the
+    x: (..., T, head_dim); freqs_cis: (T, head_dim/2) complex. Each pair is read as the
     complex number x[2j] + i x[2j+1] and multiplied by exp(i m freq_j): a rotation by
     m * freq_j radians, as in Meta's ``apply_rotary_emb``.
     """
@@ -96,23 +108,133 @@ def apply_rope(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * freqs_cis).flatten(-2).type_as(x)
 
 
-# --- Attention ---------------------------------------------------------------------
+class NoPositions(nn.Module):
+    """pos=none: nothing tells the model where a token is; attention sees a bag of
+    tokens, and only the causal mask hints at order.
 
-class Attention(nn.Module):
-    """Multi-head self-attention with rotary positions on queries and keys."""
+    A positions class has two sides. As a module inside Attention it gets the stacked
+    queries and keys (2, B, H, T, head_dim) and may rotate them; its ``learned_table``
+    and ``rotation_table`` give the tables Llama owns (``pos_embeddings``, ``freqs_cis``).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+
+    @staticmethod
+    def learned_table(cfg: ModelConfig) -> nn.Parameter | None:
+        """The table added to the token embeddings, or None."""
+        return None
+
+    @staticmethod
+    def rotation_table(cfg: ModelConfig) -> torch.Tensor | None:
+        """The rotary table attention rotates queries and keys by, or None."""
+        return None
+
+    def forward(self, qk: torch.Tensor, freqs_cis: torch.Tensor | None) -> torch.Tensor:
+        return qk
+
+
+class LearnedPositions(NoPositions):
+    """pos=learned (GPT-2): one trained vector per position, ``Llama.pos_embeddings``,
+    added to the token embedding; attention itself leaves queries and keys alone."""
+
+    @staticmethod
+    def learned_table(cfg: ModelConfig) -> nn.Parameter:
+        return nn.Parameter(torch.zeros(cfg.context_window, cfg.d_model))
+
+    def extra_repr(self) -> str:
+        return "added to tok_embeddings, not here"
+
+
+class RoPE(NoPositions):
+    """pos=rope (Llama): rotate each pair of query and key dimensions by an angle that
+    grows with the position, so a query-key score depends on their distance only."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.theta = cfg.rope_theta
+
+    @staticmethod
+    def rotation_table(cfg: ModelConfig) -> torch.Tensor:
+        return rope_table(cfg.head_dim, cfg.context_window, cfg.rope_theta)
+
+    def forward(self, qk: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+        return apply_rope(qk, freqs_cis[: qk.shape[-2]])
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta:g}"
+
+
+class RoPEOffByOne(RoPE):
+    """BUG rope_off_by_one: the table's frequencies use i - 1 for i, so pair 0 turns
+    faster than one radian per position and every pair is shifted to its neighbour's."""
+
+    @staticmethod
+    def rotation_table(cfg: ModelConfig) -> torch.Tensor:
+        return rope_table(cfg.head_dim, cfg.context_window, cfg.rope_theta, off_by_one=True)
+
+
+class RoPEUnrotated(RoPE):
+    """BUG rope_unrotated: the rotary table is computed, then queries and keys are passed
+    on unrotated, so the model has no notion of position despite pos=rope."""
+
+    def forward(self, qk: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+        return qk
+
+
+# --- Dropout (ModelConfig.dropout) -------------------------------------------------
+
+class Dropout(nn.Dropout):
+    """Dropout that can also tell fused attention the rate to use now: ``p`` while
+    training, 0 in eval mode (a rate of 0 draws no random numbers)."""
+
+    def rate(self) -> float:
+        return self.p if self.training else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.rate()
+        return F.dropout(x, p, training=p > 0)
+
+
+class DropoutAtEval(Dropout):
+    """BUG dropout_at_eval: the rate ignores eval mode, so validation loss is noisy and
+    worse and generation varies even at temperature 0."""
+
+    def rate(self) -> float:
+        return self.p
+
+
+# --- Attention (ModelConfig.causal) ------------------------------------------------
+
+def future_mask(T: int, device: torch.device) -> torch.Tensor:
+    """(T, T) booleans, True where the key comes after the query (above the diagonal)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
+
+
+class Attention(nn.Module):
+    """causal=True (Llama): multi-head self-attention in which each query sees only its
+    own and earlier keys, with rotary positions on queries and keys.
+
+    The softmax runs in PyTorch's fused ``scaled_dot_product_attention``, which never
+    forms the (T, T) probabilities. While ``capture`` holds a list (``capture_attention``
+    sets it), the same arithmetic runs step by step instead and each call appends its
+    probabilities (B, H, T, T), rows = queries, to that list.
+    """
+
+    is_causal = True  # what the fused kernel is told
+    fused = True      # whether the fused kernel computes what ``mask`` describes
+
+    def __init__(self, cfg: ModelConfig, parts: Parts):
+        super().__init__()
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.head_dim
-        self.causal = cfg.causal
-        self.bug = cfg.bug
-        self.use_rope = cfg.pos == "rope"
-        self.dropout = cfg.dropout
         self.wq = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.wk = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.wv = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.positions = parts.positions(cfg)
+        self.dropout = parts.dropout(cfg.dropout)  # on the attention probabilities
+        self.capture: list[torch.Tensor] | None = None
 
     def qkv(self, x: torch.Tensor, freqs_cis: torch.Tensor | None):
         """Queries, keys and values per head, each (B, H, T, head_dim), q and k rotated.
@@ -123,87 +245,197 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         w = torch.cat((self.wq.weight, self.wk.weight, self.wv.weight))
         qkv = F.linear(x, w).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        qk, v = qkv[:2], qkv[2]
-        if self.use_rope and self.bug != "rope_unrotated":
-            qk = apply_rope(qk, freqs_cis[:T])
-        return qk[0], qk[1], v
+        qk = self.positions(qkv[:2], freqs_cis)
+        return qk[0], qk[1], qkv[2]
 
-    def scores(self, x: torch.Tensor, freqs_cis=None) -> torch.Tensor:
-        """Attention logits ``q . k / sqrt(head_dim)`` before any mask: (B, H, T, T),
-        rows are query positions, columns key positions."""
-        q, k, _ = self.qkv(x, freqs_cis)
+    def logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``q . k / sqrt(head_dim)``: (B, H, T, T), rows = queries, columns = keys."""
         return (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
 
-    def forward(self, x: torch.Tensor, freqs_cis=None, return_attention: bool = False,
-                dropout_on: bool = False):
+    def scores(self, x: torch.Tensor, freqs_cis=None) -> torch.Tensor:
+        """Attention logits of input x before any mask: (B, H, T, T), rows are query
+        positions, columns key positions."""
+        q, k, _ = self.qkv(x, freqs_cis)
+        return self.logits(q, k)
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """-inf on every future key, so the softmax gives it exactly zero weight."""
+        return logits.masked_fill(future_mask(logits.shape[-1], logits.device), float("-inf"))
+
+    def forward(self, x: torch.Tensor, freqs_cis=None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x, freqs_cis)
-        p = self.dropout if dropout_on else 0.0
-        if return_attention or self.bug == "mask_ones":
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            if self.causal:
-                future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-                if self.bug == "mask_ones":  # adds +1 to the future: it still gets weight
-                    att = att + future.to(att.dtype)
-                else:
-                    att = att.masked_fill(future, float("-inf"))
-            att = att.softmax(dim=-1)
-            probs = att
-            att = F.dropout(att, p, training=p > 0)
-            out = att @ v
+        if self.fused and self.capture is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout.rate(),
+                                                 is_causal=self.is_causal)
         else:
-            probs = None
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
-        out = out.transpose(1, 2).reshape(B, T, C)
-        return self.wo(out), probs
+            probs = self.mask(self.logits(q, k)).softmax(dim=-1)
+            if self.capture is not None:
+                self.capture.append(probs)
+            out = self.dropout(probs) @ v
+        return self.wo(out.transpose(1, 2).reshape(B, T, C))
+
+    def extra_repr(self) -> str:
+        return f"n_heads={self.n_heads}, head_dim={self.head_dim}"
 
 
-# --- Feed-forward ------------------------------------------------------------------
+class BidirectionalAttention(Attention):
+    """causal=False (BERT-style): no mask, every query sees every key, the future
+    included. A language model trained this way reads the answer."""
 
-class FeedForward(nn.Module):
-    """SwiGLU ``w2(silu(w1 x) * w3 x)`` or the classic ``w2(act(w1 x))`` with GELU/ReLU."""
+    is_causal = False
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+
+class MaskAddedAsOnes(Attention):
+    """BUG mask_ones: the causal mask is added as ones instead of -inf, so future keys
+    get a bonus of 1 instead of zero weight. The fused kernel would mask correctly, so
+    this class always takes the step-by-step path."""
+
+    fused = False
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + future_mask(logits.shape[-1], logits.device).to(logits.dtype)
+
+
+@contextlib.contextmanager
+def capture_attention(model: nn.Module):
+    """Make every Attention in ``model`` keep its softmax probabilities while the block
+    runs: yields a list to which each forward pass appends one (B, H, T, T) tensor per
+    layer, in layer order, rows = queries, columns = keys. Probabilities are taken
+    before attention dropout and keep their autograd graph."""
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    before = [a.capture for a in attentions]
+    maps: list[torch.Tensor] = []
+    for a in attentions:
+        a.capture = maps
+    try:
+        yield maps
+    finally:
+        for a, previous in zip(attentions, before):
+            a.capture = previous
+
+
+# --- Feed-forward (ModelConfig.ffn) ------------------------------------------------
+
+class SwiGLU(nn.Module):
+    """ffn=swiglu (Llama; Meta's ``FeedForward``): ``w2(silu(w1 x) * w3 x)``, a gated
+    unit whose hidden width is 2/3 of 4d so its three matrices cost about two of 4d."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.kind = cfg.ffn
-        hidden = cfg.ffn_hidden
-        self.w1 = nn.Linear(cfg.d_model, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, cfg.d_model, bias=False)
-        self.w3 = nn.Linear(cfg.d_model, hidden, bias=False) if self.kind == "swiglu" else None
+        self.w1 = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
+        self.w3 = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "swiglu":
-            # w1 and w3 run as one matrix multiply; the parameters stay two matrices.
-            gate, up = F.linear(x, torch.cat((self.w1.weight, self.w3.weight))).chunk(2, -1)
-            return self.w2(F.silu(gate) * up)
-        act = F.gelu if self.kind == "gelu" else F.relu
-        return self.w2(act(self.w1(x)))
+        # w1 and w3 run as one matrix multiply; the parameters stay two matrices.
+        gate, up = F.linear(x, torch.cat((self.w1.weight, self.w3.weight))).chunk(2, -1)
+        return self.w2(F.silu(gate) * up)
 
 
-# --- Block and model ---------------------------------------------------------------
+class MLP(nn.Module):
+    """ffn=gelu (GPT-2): ``w2(gelu(w1 x))``, two matrices, hidden width 4d."""
 
-class Block(nn.Module):
-    """One pre-norm transformer block: attention then feed-forward, each on a normalised
-    copy of the residual stream and added back to it."""
+    activation = nn.GELU
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dropout = cfg.dropout
-        self.attention = Attention(cfg) if cfg.attention else None
-        self.attention_norm = make_norm(cfg) if cfg.attention else None
-        self.feed_forward = FeedForward(cfg)
-        self.ffn_norm = make_norm(cfg)
+        self.w1 = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
+        self.act = self.activation()
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
 
-    def forward(self, x, freqs_cis=None, return_attention=False, dropout_on=False):
-        probs = None
-        p = self.dropout if dropout_on else 0.0
-        if self.attention is not None:
-            a, probs = self.attention(self.attention_norm(x), freqs_cis, return_attention,
-                                      dropout_on)
-            x = x + F.dropout(a, p, training=p > 0)
-        x = x + F.dropout(self.feed_forward(self.ffn_norm(x)), p, training=p > 0)
-        return x, probs
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.act(self.w1(x)))
 
+
+class ReLUMLP(MLP):
+    """ffn=relu (the 2017 Transformer): ``w2(relu(w1 x))``."""
+
+    activation = nn.ReLU
+
+
+# --- Blocks (ModelConfig.attention) ------------------------------------------------
+
+class Block(nn.Module):
+    """attention=True: one pre-norm transformer block. Attention, then feed-forward, each
+    on a normalised copy of the residual stream, its output dropped out and added back:
+    ``h = x + attention(attention_norm(x))``, ``out = h + feed_forward(ffn_norm(h))``."""
+
+    def __init__(self, cfg: ModelConfig, parts: Parts):
+        super().__init__()
+        self.attention = parts.attention(cfg, parts)
+        self.attention_norm = parts.norm(cfg.d_model, cfg.norm_eps)
+        self.feed_forward = parts.feed_forward(cfg)
+        self.ffn_norm = parts.norm(cfg.d_model, cfg.norm_eps)
+        self.dropout = parts.dropout(cfg.dropout)  # on each branch before it is added
+
+    def forward(self, x: torch.Tensor, freqs_cis=None) -> torch.Tensor:
+        h = x + self.dropout(self.attention(self.attention_norm(x), freqs_cis))
+        return h + self.dropout(self.feed_forward(self.ffn_norm(h)))
+
+
+class FeedForwardBlock(nn.Module):
+    """attention=False (the ladder's first rung): the feed-forward half of a block only,
+    ``out = x + feed_forward(ffn_norm(x))``. Tokens never look at each other."""
+
+    def __init__(self, cfg: ModelConfig, parts: Parts):
+        super().__init__()
+        self.attention = None
+        self.attention_norm = None
+        self.feed_forward = parts.feed_forward(cfg)
+        self.ffn_norm = parts.norm(cfg.d_model, cfg.norm_eps)
+        self.dropout = parts.dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, freqs_cis=None) -> torch.Tensor:
+        return x + self.dropout(self.feed_forward(self.ffn_norm(x)))
+
+
+# --- From a config to classes ------------------------------------------------------
+
+NORMS = {"rmsnorm": RMSNorm, "layernorm": LayerNorm, "none": nn.Identity}
+POSITIONS = {"rope": RoPE, "learned": LearnedPositions, "none": NoPositions}
+FEED_FORWARDS = {"swiglu": SwiGLU, "gelu": MLP, "relu": ReLUMLP}
+ATTENTIONS = {True: Attention, False: BidirectionalAttention}  # by ModelConfig.causal
+BLOCKS = {True: Block, False: FeedForwardBlock}                # by ModelConfig.attention
+
+# The classic bugs (config.BUGS): bug name -> (the part it replaces, the buggy subclass).
+BUG_SWAPS = {
+    "norm_over_sequence": ("norm", RMSNormOverSequence),
+    "dropout_at_eval": ("dropout", DropoutAtEval),
+    "rope_unrotated": ("positions", RoPEUnrotated),
+    "rope_off_by_one": ("positions", RoPEOffByOne),
+    "mask_ones": ("attention", MaskAddedAsOnes),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """The class each part of a model is built from; ``choose_parts`` makes one."""
+
+    block: type[nn.Module]
+    attention: type[Attention]
+    positions: type[NoPositions]
+    norm: type[nn.Module]
+    feed_forward: type[nn.Module]
+    dropout: type[Dropout]
+
+
+def choose_parts(cfg: ModelConfig) -> Parts:
+    """The one place where a config's choices become classes: one registry look-up per
+    field, then the named bug, if any, swaps its part for the buggy subclass."""
+    parts = Parts(block=BLOCKS[cfg.attention], attention=ATTENTIONS[cfg.causal],
+                  positions=POSITIONS[cfg.pos], norm=NORMS[cfg.norm],
+                  feed_forward=FEED_FORWARDS[cfg.ffn], dropout=Dropout)
+    if cfg.bug in BUG_SWAPS:
+        part, buggy = BUG_SWAPS[cfg.bug]
+        parts = dataclasses.replace(parts, **{part: buggy})
+    return parts
+
+
+# --- The model ---------------------------------------------------------------------
 
 class Llama(nn.Module):
     """Token ids (B, T) -> next-token logits (B, T, vocab_size).
@@ -215,21 +447,18 @@ class Llama(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
         self.cfg = validate_model(cfg)
+        parts = choose_parts(cfg)
         # PyTorch's default initialisers draw from the global generator; init_weights
         # overwrites every value, so keep the global stream (dropout's) untouched.
         with torch.random.fork_rng(devices=[]):
             self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
-            self.pos_embeddings = (nn.Parameter(torch.zeros(cfg.context_window, cfg.d_model))
-                                   if cfg.pos == "learned" else None)
-            self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-            self.norm = make_norm(cfg)
+            self.pos_embeddings = parts.positions.learned_table(cfg)
+            self.dropout = parts.dropout(cfg.dropout)  # on the embeddings
+            self.layers = nn.ModuleList(parts.block(cfg, parts) for _ in range(cfg.n_layers))
+            self.norm = parts.norm(cfg.d_model, cfg.norm_eps)
             self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.attention and cfg.pos == "rope":
-            table = rope_table(cfg.head_dim, cfg.context_window, cfg.rope_theta,
-                               off_by_one=cfg.bug == "rope_off_by_one")
-            self.register_buffer("freqs_cis", table, persistent=False)
-        else:
-            self.freqs_cis = None
+        table = parts.positions.rotation_table(cfg) if cfg.attention else None
+        self.register_buffer("freqs_cis", table, persistent=False)
         self.init_weights(seed)
 
     @torch.no_grad()
@@ -253,32 +482,37 @@ class Llama(nn.Module):
             param.copy_(value.to(param.device, param.dtype))
 
     def forward(self, idx: torch.Tensor, return_attention: bool = False):
-        B, T = idx.shape
-        if T > self.cfg.context_window:
-            raise ValueError(f"sequence length {T} exceeds context_window "
+        if return_attention:
+            with capture_attention(self) as maps:
+                return self.logits(idx), maps
+        return self.logits(idx)
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """The forward pass: token ids (B, T) -> logits (B, T, vocab_size)."""
+        if idx.shape[1] > self.cfg.context_window:
+            raise ValueError(f"sequence length {idx.shape[1]} exceeds context_window "
                              f"{self.cfg.context_window}")
-        dropout_on = self.cfg.dropout > 0 and (self.training or
-                                                self.cfg.bug == "dropout_at_eval")
-        p = self.cfg.dropout if dropout_on else 0.0
-        x = self.tok_embeddings(idx)
-        if self.pos_embeddings is not None:
-            x = x + self.pos_embeddings[:T]
-        x = F.dropout(x, p, training=p > 0)
-        maps = []
+        x = self.dropout(self.embed(idx))
         for layer in self.layers:
-            x, probs = layer(x, self.freqs_cis, return_attention, dropout_on)
-            if return_attention and probs is not None:
-                maps.append(probs)
-        logits = self.output(self.norm(x))
-        return (logits, maps) if return_attention else logits
+            x = layer(x, self.freqs_cis)
+        return self.output(self.norm(x))
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         """The residual stream entering layer 0 (token embedding plus any learned
-        position), for probes that look at one layer on its own."""
+        position), also for probes that look at one layer on its own."""
         x = self.tok_embeddings(idx)
         if self.pos_embeddings is not None:
             x = x + self.pos_embeddings[: idx.shape[1]]
         return x
+
+    def extra_repr(self) -> str:
+        lines = []
+        if self.pos_embeddings is not None:
+            lines.append(f"pos_embeddings: {tuple(self.pos_embeddings.shape)} learned, "
+                         f"added to tok_embeddings")
+        if self.freqs_cis is not None:
+            lines.append(f"freqs_cis: {tuple(self.freqs_cis.shape)} rotary table")
+        return "\n".join(lines)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -322,6 +556,22 @@ def eval_mode(model: nn.Module):
         yield model
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def dropout_off(model: nn.Module):
+    """Run a block with every dropout rate at 0, the dropout_at_eval bug's too, in any
+    mode: for measurements that must show the weights rather than noise and must not
+    draw from the random stream training goes on with."""
+    dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+    rates = [m.p for m in dropouts]
+    for m in dropouts:
+        m.p = 0.0
+    try:
+        yield model
+    finally:
+        for m, p in zip(dropouts, rates):
+            m.p = p
 
 
 def check_sampling(temperature: float, top_k: int | None) -> None:

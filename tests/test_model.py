@@ -13,8 +13,10 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from llama_core.config import ModelConfig
+from llama_core import model as M
+from llama_core.config import BUGS, ModelConfig
 from llama_core.model import Llama, RMSNorm, apply_rope, rope_frequencies, rope_table
 
 NORMS, POSES, FFNS = ("rmsnorm", "layernorm", "none"), ("rope", "learned", "none"), \
@@ -220,8 +222,7 @@ def test_pre_norm_structure_each_norm_its_own_module():
     with torch.no_grad():
         x = model.tok_embeddings(idx)
         for block in model.layers:
-            a, _ = block.attention(block.attention_norm(x), model.freqs_cis)
-            h = x + a
+            h = x + block.attention(block.attention_norm(x), model.freqs_cis)
             x = h + block.feed_forward(block.ffn_norm(h))
         expected = model.output(model.norm(x))
         torch.testing.assert_close(model(idx), expected, rtol=1e-5, atol=1e-6)
@@ -535,6 +536,222 @@ def test_bug_mask_ones_adds_one_instead_of_minus_infinity():
     fixed = Llama(tiny()).eval()
     with torch.no_grad():
         assert not torch.allclose(plain, fixed(idx), atol=1e-4)
+
+
+# --- Toggles as module swaps ----------------------------------------------------------
+
+# ModelConfig field -> (its registry in model.py, the Parts slot it fills)
+REGISTRIES = {"norm": (M.NORMS, "norm"), "pos": (M.POSITIONS, "positions"),
+              "ffn": (M.FEED_FORWARDS, "feed_forward"), "causal": (M.ATTENTIONS, "attention"),
+              "attention": (M.BLOCKS, "block")}
+CHOICES = [(field, value) for field, (registry, _) in REGISTRIES.items() for value in registry]
+REAL_BUGS = sorted(set(BUGS) - {"none"})
+
+
+def built(model: Llama, part: str) -> list[nn.Module]:
+    """Every module of one Parts slot in a built model (read by attribute name, so the
+    check does not lean on choose_parts)."""
+    blocks = list(model.layers)
+    attentions = [b.attention for b in blocks if b.attention is not None]
+    return {
+        "block": blocks,
+        "attention": attentions,
+        "positions": [a.positions for a in attentions],
+        "norm": [model.norm] + [n for b in blocks for n in (b.attention_norm, b.ffn_norm)
+                                if n is not None],
+        "feed_forward": [b.feed_forward for b in blocks],
+        "dropout": [model.dropout] + [b.dropout for b in blocks]
+                   + [a.dropout for a in attentions],
+    }[part]
+
+
+@pytest.mark.parametrize("field,value", CHOICES)
+def test_each_choice_builds_its_registered_class_and_print_shows_it(field, value):
+    registry, part = REGISTRIES[field]
+    model = Llama(tiny(**{field: value}))
+    modules = built(model, part)
+    assert modules and all(type(m) is registry[value] for m in modules), (field, value)
+    assert f"{registry[value].__name__}(" in repr(model)
+    others = [type(m).__name__ for f, (reg, p) in REGISTRIES.items() if f != field
+              for m in built(model, p) if type(m) not in reg.values()]
+    assert others == []  # every other part is its own registry's class too
+
+
+def test_print_names_the_swapped_classes():
+    llama, classic = repr(Llama(tiny())), repr(Llama(tiny(norm="layernorm", pos="learned",
+                                                          ffn="relu", causal=False)))
+    for name in ("RMSNorm(", "RoPE(", "SwiGLU(", "Attention("):
+        assert name in llama
+    for name in ("LayerNorm(", "LearnedPositions(", "ReLUMLP(", "ReLU()",
+                 "BidirectionalAttention(", "pos_embeddings: (12, 16)"):
+        assert name in classic and name not in llama, name
+
+
+def test_every_registry_entry_and_every_bug_is_reachable_from_a_config():
+    from llama_core import config as C
+    assert set(M.NORMS) == set(C.NORMS) and set(M.POSITIONS) == set(C.POSITIONS)
+    assert set(M.FEED_FORWARDS) == set(C.FFNS)
+    assert set(M.ATTENTIONS) == set(M.BLOCKS) == {True, False}
+    for field, value in CHOICES:
+        registry, part = REGISTRIES[field]
+        assert getattr(M.choose_parts(tiny(**{field: value})), part) is registry[value]
+    assert set(M.BUG_SWAPS) == set(REAL_BUGS)
+    for bug in REAL_BUGS:
+        part, buggy = M.BUG_SWAPS[bug]
+        assert getattr(M.choose_parts(tiny(bug=bug, dropout=0.1)), part) is buggy
+
+
+@pytest.mark.parametrize("bug", REAL_BUGS)
+def test_each_bug_swaps_one_part_for_a_subclass_that_overrides_one_method(bug):
+    import dataclasses
+    part, buggy = M.BUG_SWAPS[bug]
+    cfg = tiny(bug=bug, dropout=0.1)
+    correct = M.choose_parts(dataclasses.replace(cfg, bug="none"))
+    swapped = M.choose_parts(cfg)
+    assert issubclass(buggy, getattr(correct, part)) and buggy is not getattr(correct, part)
+    assert dataclasses.replace(swapped, **{part: getattr(correct, part)}) == correct
+    methods = [n for n, v in vars(buggy).items() if not n.startswith("__") and callable(v)]
+    assert len(methods) == 1, methods
+    assert buggy.__doc__.startswith(f"BUG {bug}:")
+    model = Llama(cfg)
+    assert all(type(m) is buggy for m in built(model, part)) and built(model, part)
+    assert f"{buggy.__name__}(" in repr(model)
+
+
+def test_no_forward_method_asks_the_config_about_a_toggle():
+    import inspect
+    import re
+    toggle = re.compile(r"cfg\.(norm|pos|ffn|causal|attention|bug|dropout)\b|\.bug\b|"
+                        r"return_attention|dropout_on")
+    checked = 0
+    for cls in vars(M).values():
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and \
+                cls.__module__ == M.__name__:
+            for name in ("forward", "logits", "embed", "qkv", "scores", "mask", "_norm",
+                         "rate"):
+                if name in vars(cls) and not (cls is Llama and name == "forward"):
+                    checked += 1
+                    assert not toggle.search(inspect.getsource(vars(cls)[name])), \
+                        f"{cls.__name__}.{name}"
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_block_returns_a_tensor(attention):
+    model = Llama(tiny(attention=attention, pos="rope" if attention else "none"))
+    x = torch.randn(2, 5, 16)
+    out = model.layers[0](x, model.freqs_cis)
+    assert isinstance(out, torch.Tensor) and out.shape == x.shape
+
+
+class _Ops(TorchDispatchMode):
+    """The aten operators a block of code runs, by name (no mock: it only watches)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+    def fused(self) -> bool:
+        return any("scaled_dot_product" in n for n in self.names)
+
+
+def test_capture_attention_collects_maps_then_gives_back_the_fused_path():
+    model = Llama(tiny(n_layers=3)).eval()
+    idx = random_ids(model.cfg, 2, 9)
+    with torch.no_grad():
+        with _Ops() as plain:
+            fused = model(idx)
+        with _Ops() as captured, M.capture_attention(model) as maps:
+            logits = model(idx)
+        _, returned = model(idx, return_attention=True)
+        with _Ops() as after:
+            model(idx)
+    assert plain.fused() and "aten._softmax" not in plain.names
+    assert not captured.fused() and "aten._softmax" in captured.names
+    assert after.fused()
+    torch.testing.assert_close(logits, fused, rtol=1e-5, atol=1e-6)
+    assert len(maps) == 3 and all(torch.equal(a, b) for a, b in zip(maps, returned))
+    assert all(block.attention.capture is None for block in model.layers)
+
+
+def test_capture_attention_ends_on_error_and_nests():
+    model = Llama(tiny(n_layers=2)).eval()
+    idx = random_ids(model.cfg, 1, 6)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="context_window"):
+            with M.capture_attention(model):
+                model(torch.zeros(1, 13, dtype=torch.long))
+        assert all(block.attention.capture is None for block in model.layers)
+        with M.capture_attention(model) as outer:
+            _, inner = model(idx, return_attention=True)
+            model(idx)
+    assert len(inner) == 2 and len(outer) == 2  # each call's maps went to its own list
+
+
+def test_mask_ones_never_takes_the_fused_path():
+    model = Llama(tiny(bug="mask_ones")).eval()
+    with torch.no_grad(), _Ops() as ops:
+        model(random_ids(model.cfg, 1, 6))
+    assert not ops.fused() and "aten._softmax" in ops.names
+
+
+def test_dropout_off_silences_every_dropout_and_gives_the_rates_back():
+    model = Llama(tiny(dropout=0.3, bug="dropout_at_eval"))  # training mode and the bug
+    idx = random_ids(model.cfg, 2, 8)
+    with torch.no_grad():
+        rng = torch.get_rng_state()
+        with M.dropout_off(model):
+            quiet = model(idx)
+        assert torch.equal(torch.get_rng_state(), rng)  # no random numbers drawn
+        assert torch.equal(quiet, Llama(tiny())(idx))  # same weights, no dropout
+        assert all(m.p == 0.3 for m in built(model, "dropout"))
+        assert not torch.equal(model(idx), model(idx))
+
+
+def test_layer_health_draws_no_dropout_even_with_the_dropout_at_eval_bug():
+    from llama_core.train import layer_health
+    model = Llama(tiny(dropout=0.3, bug="dropout_at_eval"))
+    x = random_ids(model.cfg, 2, 8)
+    rng = torch.get_rng_state()
+    first, second = layer_health(model, x), layer_health(model, x)
+    assert first == second and torch.equal(torch.get_rng_state(), rng)
+
+
+# --- The public API ----------------------------------------------------------------
+
+LIGHT = ("torch", "streamlit", "llama_core.runs", "llama_core.jobs", "llama_core.classroom")
+
+
+@pytest.mark.parametrize("first", ["", "from llama_core.train import load_checkpoint"])
+def test_public_api_imports_and_stays_light(first):
+    """``import llama_core`` loads no torch and no lab machinery; the public names work
+    whether or not the llama_core.train module was imported before."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = f"""
+import sys
+import llama_core
+print(sorted(m for m in {LIGHT!r} if m in sys.modules))
+{first}
+from llama_core import Llama, ModelConfig, TrainConfig, train, load_checkpoint, PRESETS
+import llama_core.model, llama_core.train as lt
+print(train.__module__, train.__name__, load_checkpoint.__name__, lt is train,
+      Llama is llama_core.model.Llama, ModelConfig().norm, TrainConfig().corpus,
+      "tiny" in PRESETS)
+print(sorted(m for m in {LIGHT!r} if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    light, api, after = proc.stdout.splitlines()
+    assert light == "[]"
+    assert api == "llama_core.train train load_checkpoint True True rmsnorm shakespeare True"
+    assert after == "['torch']"  # the public names need torch, never the lab or streamlit
 
 
 @pytest.mark.parametrize("temperature, top_k, says", [
