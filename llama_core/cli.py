@@ -121,7 +121,7 @@ def cmd_corpus(args) -> int:
         else:
             for r in rows:
                 chars = f"{r['chars']:,} characters" if r["chars"] else "not available here"
-                print(f"{r['name']:<16} {chars:<24} {r['description']}")
+                print(terminal_text(f"{r['name']:<16} {chars:<24} {r['description']}"))
         return 0
     corpus = data.load_corpus(args.name)
     info = {"name": corpus.name, "chars": len(corpus.text),

@@ -23,8 +23,7 @@ from llama_core import runs as runs_module
 from llama_core.config import build_configs
 from llama_core.errors import UserError
 from llama_core.jobs import DISK_FULL_MESSAGE
-from llama_core.runs import (ORPHAN_MESSAGE, DiskFull, RunNotFound, RunStore, owner_alive,
-                             process_start)
+from llama_core.runs import ORPHAN_MESSAGE, RunNotFound, RunStore
 from runs_fixtures import TINY, train_tiny_runs, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,6 +267,7 @@ def test_a_killed_command_line_train_is_interrupted_for_the_next_reader(tmp_path
 
 
 def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
+    from llama_core.runs import owner_alive, process_start
     db = tmp_path / "llama_lab.db"
     store = RunStore(db)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -299,6 +299,7 @@ def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
 
 
 def test_without_proc_the_pid_alone_decides(tmp_path, monkeypatch):
+    from llama_core.runs import owner_alive, process_start
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     monkeypatch.setattr(runs_module, "PROC", tmp_path / "no-proc-here")
@@ -314,6 +315,7 @@ def test_without_proc_the_pid_alone_decides(tmp_path, monkeypatch):
 def test_a_full_disk_is_said_so_not_read_only_or_locked(tmp_path):
     """SQLite's own "database or disk is full" (a page limit on this connection): one
     sentence naming the disk, and how a run ended can still be recorded."""
+    from llama_core.runs import DiskFull
     store = RunStore(tmp_path / "llama_lab.db")
     rid = store.create_run(MODEL, TRAIN)
     assert store.mark_running(rid, os.getpid(), "cpu")
