@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -107,9 +108,14 @@ def _check_number(name: str, value: Any, *, minimum: float, integer: bool,
     too_small = value < minimum if inclusive else value <= minimum
     if too_small:
         bound = "at least" if inclusive else "greater than"
-        raise ConfigError(f"{name} must be {bound} {minimum:g}, not {value!r}.")
+        raise ConfigError(f"{name} must be {bound} {_show(minimum)}, not {value!r}.")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be at most {maximum:g}, not {value!r}.")
+        raise ConfigError(f"{name} must be at most {_show(maximum)}, not {value!r}.")
+
+
+def _show(bound: float) -> str:
+    """A bound as a reader writes it: 1,114,112 rather than 1.11411e+06."""
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
 
 
 def validate_model(cfg: ModelConfig) -> ModelConfig:
@@ -121,15 +127,18 @@ def validate_model(cfg: ModelConfig) -> ModelConfig:
     for name in ("causal", "attention"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"{name} must be true or false, not {getattr(cfg, name)!r}.")
-    _check_number("vocab_size", cfg.vocab_size, minimum=2, integer=True)
+    # A character tokenizer has at most one token per Unicode code point.
+    _check_number("vocab_size", cfg.vocab_size, minimum=2, integer=True, maximum=0x110000)
     _check_number("context_window", cfg.context_window, minimum=1, integer=True, maximum=8192)
     _check_number("d_model", cfg.d_model, minimum=1, integer=True, maximum=8192)
     _check_number("n_layers", cfg.n_layers, minimum=1, integer=True, maximum=64)
     _check_number("n_heads", cfg.n_heads, minimum=1, integer=True)
     _check_number("rope_theta", cfg.rope_theta, minimum=1.0, integer=False, inclusive=False)
     _check_number("dropout", cfg.dropout, minimum=0.0, integer=False, maximum=0.9)
-    _check_number("ffn_multiple_of", cfg.ffn_multiple_of, minimum=1, integer=True)
+    _check_number("ffn_multiple_of", cfg.ffn_multiple_of, minimum=1, integer=True,
+                  maximum=MAX_FFN_MULTIPLE)
     _check_number("norm_eps", cfg.norm_eps, minimum=0.0, integer=False, inclusive=False)
+    _check_ffn_hidden(cfg)
     if cfg.attention and cfg.d_model % cfg.n_heads:
         raise ConfigError(
             f"n_heads ({cfg.n_heads}) must divide d_model ({cfg.d_model}); "
@@ -149,6 +158,40 @@ def validate_model(cfg: ModelConfig) -> ModelConfig:
     return cfg
 
 
+# Meta's Llama rounds to 256 at width 4096; a multiple this size is already generous.
+MAX_FFN_MULTIPLE = 4096
+# SwiGLU's hidden size is about 2.7 x d_model; rounding may not make it over 16 x (or 64
+# units, so the default multiple stays usable at the narrowest widths).
+MAX_FFN_RATIO = 16
+
+
+def _check_ffn_hidden(cfg: ModelConfig) -> None:
+    """Refuse a rounding multiple that blows the feed-forward up: at width 128 a multiple
+    of a million would make every layer hold hundreds of millions of parameters."""
+    limit = max(MAX_FFN_RATIO * cfg.d_model, 64)
+    if cfg.ffn == "swiglu" and cfg.ffn_hidden > limit:
+        raise ConfigError(
+            f"ffn_multiple_of = {cfg.ffn_multiple_of} rounds the SwiGLU hidden size up to "
+            f"{cfg.ffn_hidden}, over its limit of {limit} ({MAX_FFN_RATIO} x d_model, at "
+            f"least 64); use an ffn_multiple_of of at most "
+            f"{_largest_multiple(cfg.d_model, limit)}.")
+
+
+def _largest_multiple(d_model: int, limit: int) -> int:
+    """The largest ffn_multiple_of whose rounded SwiGLU hidden size stays within limit."""
+    hidden = int(2 * 4 * d_model / 3)
+    return max((m for m in range(1, min(limit, MAX_FFN_MULTIPLE) + 1)
+                if m * ((hidden + m - 1) // m) <= limit), default=1)
+
+
+def machine_cores() -> int:
+    """CPU cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def validate_train(cfg: TrainConfig) -> TrainConfig:
     """Refuse training settings that cannot work, naming the field to change."""
     _check_number("steps", cfg.steps, minimum=1, integer=True, maximum=10_000_000)
@@ -165,7 +208,8 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     _check_number("beta1", cfg.beta1, minimum=0.0, integer=False, maximum=0.9999)
     _check_number("beta2", cfg.beta2, minimum=0.0, integer=False, maximum=0.9999)
     _check_number("grad_clip", cfg.grad_clip, minimum=0.0, integer=False)
-    _check_number("eval_interval", cfg.eval_interval, minimum=1, integer=True)
+    _check_number("eval_interval", cfg.eval_interval, minimum=1, integer=True,
+                  maximum=10_000_000)
     _check_number("eval_batches", cfg.eval_batches, minimum=1, integer=True, maximum=1000)
     _check_number("sample_chars", cfg.sample_chars, minimum=0, integer=True, maximum=10000)
     _check_number("seed", cfg.seed, minimum=0, integer=True, maximum=2**63 - 1)
@@ -173,7 +217,11 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     if not isinstance(cfg.compile, bool):
         raise ConfigError(f"compile must be true or false, not {cfg.compile!r}.")
     if cfg.threads is not None:
-        _check_number("threads", cfg.threads, minimum=1, integer=True, maximum=1024)
+        cores = machine_cores()
+        _check_number("threads", cfg.threads, minimum=1, integer=True)
+        if cfg.threads > cores:
+            raise ConfigError(f"threads must be at most {cores} (the CPU cores this machine "
+                              f"gives Llama Lab), not {cfg.threads}.")
     if not isinstance(cfg.corpus, str) or not cfg.corpus.strip():
         raise ConfigError("corpus must name a built-in corpus or a text file.")
     return cfg

@@ -12,10 +12,11 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from llama_core.errors import UserError
 from llama_core.runs import Run
 from llama_core.train import load_checkpoint
-from ui.state import run_label, store
 from ui.plain_text import md_literal
+from ui.state import run_label, store
 
 RUN_PARAM = "run"
 MEMORY = "inspect_last_runs"  # this session's last choice, carried between the pages
@@ -65,9 +66,18 @@ def _load(path: str, mtime_ns: int):
 
 def load_run(run: Run):
     """(model, tokenizer, info) of a run's checkpoint on the CPU, loaded once per
-    server for each (run, checkpoint modification time)."""
+    server for each (run, checkpoint modification time). A damaged or vanished file
+    raises UserError (one sentence) for the page to show; a refusal is not cached, so
+    a repaired file loads on the next rerun."""
     p = checkpoint_file(run)
-    return _load(str(p), p.stat().st_mtime_ns)
+    try:
+        mtime_ns = p.stat().st_mtime_ns if p else None
+    except OSError:
+        mtime_ns = None
+    if mtime_ns is None:
+        raise UserError(f"Run {run.id} has no checkpoint any more (deleted?); pick "
+                        "another run.")
+    return _load(str(p), mtime_ns)
 
 
 def short_label(run: Run) -> str:

@@ -269,7 +269,11 @@ def probe_trained(runs: list, key: str) -> None:
         path = store.checkpoint_path(r.id)
         if path is None or not path.is_file():
             continue
-        model = trained_model(str(path), path.stat().st_mtime)
+        try:
+            model = trained_model(str(path), path.stat().st_mtime)
+        except UserError as e:  # a damaged checkpoint: one sentence, not a traceback
+            state.show_error(str(e))
+            continue
         show_probe(lc_inspect.PROBES[probe](model), probe,
                    f"the trained run {r.id} ({md_literal(r.name)}, seed {r.seed})")
 

@@ -36,7 +36,8 @@ except UserError as e:
     settings = None
     st.error(f"{md_literal(e)} Until it is fixed, no new run can be started.")
 if settings is not None:
-    caps = ", ".join(f"{k} ≤ {v:g}" for k, v in settings.caps.items()) or "none"
+    caps = ", ".join(f"{k} {'≥' if k in classroom.FLOORS else '≤'} {v:g}"
+                     for k, v in settings.caps.items()) or "none"
     locked = ", ".join(f"{k} = {v!r}" for k, v in settings.locked.items()) or "none"
     st.info(f"**{md_literal(settings.title)}** ({md_literal(settings.path)}). Presets: "
             + md_literal(f"{', '.join(settings.presets) if settings.presets else 'all'}. "
