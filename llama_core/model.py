@@ -213,7 +213,7 @@ def future_mask(T: int, device: torch.device) -> torch.Tensor:
 
 class Attention(nn.Module):
     """causal=True (Llama): multi-head self-attention in which each query sees only its
-    own and earlier keys, with rotary positions on queries and keys.
+    own and earlier keys; ``positions`` rotates queries and keys (RoPE) or leaves them.
 
     The softmax runs in PyTorch's fused ``scaled_dot_product_attention``, which never
     forms the (T, T) probabilities. While ``capture`` holds a list (``capture_attention``
