@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_array as array, plotly_specs
 from helpers_browser import REPO
+from helpers_markdown import as_read
 from runs_fixtures import trained_store
 
 PAGE = str(REPO / "views" / "attention.py")
@@ -140,7 +141,7 @@ def test_difference_is_refused_for_different_shapes(app):
 def test_unknown_characters_are_named_and_the_page_stays(app):
     at = app("causal", prompt="naïve café")
     assert len(at.error) == 1
-    assert "'ï'" in at.error[0].value and "'é'" in at.error[0].value
+    assert "'ï'" in as_read(at.error[0].value) and "'é'" in as_read(at.error[0].value)
     assert at.text_input(key="attention_prompt").value == "naïve café"
     assert at.multiselect(key="attention_runs")  # the controls are still there
     assert not at.get("plotly_chart")

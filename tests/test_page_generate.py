@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_array as array, plotly_specs as bars
 from helpers_browser import REPO
+from helpers_markdown import as_read
 from llama_core.runs import RunStore
 from llama_core.train import generate_text, load_checkpoint
 from runs_fixtures import trained_store
@@ -108,7 +109,7 @@ def test_probability_bars_for_a_step(app):
 def test_unknown_characters_named_with_the_page_intact(app):
     at = app("rope", "learned", generate_prompt="Zoë says ¡hola!")
     assert len(at.error) == 1
-    msg = at.error[0].value
+    msg = as_read(at.error[0].value)
     assert "'ë'" in msg and "'¡'" in msg
     assert at.text_input(key="generate_prompt").value == "Zoë says ¡hola!"
     assert at.slider(key="generate_temperature") and at.slider(key="generate_length")

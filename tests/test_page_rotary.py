@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_array as array, plotly_specs
 from helpers_browser import REPO
+from helpers_markdown import as_read
 from runs_fixtures import trained_store
 
 PAGE = str(REPO / "views" / "rotary.py")
@@ -144,5 +145,5 @@ def test_no_positions_and_unknown_characters(app):
     at = app("rope")
     at.text_input(key="rotary_prompt").input("Zoë").run()
     assert not at.exception
-    assert len(at.error) == 1 and "'ë'" in at.error[0].value
+    assert len(at.error) == 1 and "'ë'" in as_read(at.error[0].value)
     assert len(at.get("plotly_chart")) == 3  # the explanations stay

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import plotly_values
 from helpers_browser import REPO
+from helpers_markdown import as_read
 from llama_core import inspect as lc_inspect
 from llama_core.config import build_configs
 from llama_core.data import CharTokenizer, corpus_text
@@ -133,7 +134,7 @@ def test_invalid_config_shows_one_error_and_launches_nothing(store_dir, store):
     at = open_train()
     at.number_input(key="tr_heads").set_value(3).run()
     assert not at.exception
-    assert [e.value for e in at.error] == [
+    assert [as_read(e.value) for e in at.error] == [
         "n_heads (3) must divide d_model (64); try n_heads in [1, 2, 4, 8, 16, 32, 64]."]
     assert at.button(key="tr_launch").disabled
     assert len(store.list_runs()) == before
@@ -142,8 +143,8 @@ def test_invalid_config_shows_one_error_and_launches_nothing(store_dir, store):
     at.number_input(key="tr_heads").set_value(4).run()
     at.segmented_control(key="tr_pos").set_value("learned")
     at.selectbox(key="tr_bug").set_value("rope_off_by_one").run()
-    assert [e.value for e in at.error] == ["The rope_off_by_one bug needs attention with "
-                                           "pos=rope."]
+    assert [as_read(e.value) for e in at.error] == [
+        "The rope_off_by_one bug needs attention with pos=rope."]
     assert len(store.list_runs()) == before
 
 
