@@ -153,7 +153,7 @@ def new_ablation_form(cs) -> None:
         for p in plan[1:]:  # a variant may name its own corpus: each one is checked
             check_offered(p.train.corpus)
     except UserError as e:
-        st.error(str(e))
+        state.show_error(e)
         return
     configs = {p.label: dataclasses.replace(p.model, vocab_size=vocab) for p in plan}
     params = {k: ac.lc_inspect.param_formula(c)["total"] for k, c in configs.items()}

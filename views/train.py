@@ -202,8 +202,8 @@ def controls() -> dict:
         st.file_uploader("Or train on a text file of your own (UTF-8)", type=["txt"],
                          key="tr_upload", on_change=keep_upload)
         error = st.session_state.pop("tr_upload_error", None)
-        if error:
-            st.error(error)
+        if error:  # it names the uploaded file as the browser named it
+            state.show_error(error)
 
     with st.expander("More settings"):
         a, b = st.columns(2)
