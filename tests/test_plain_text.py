@@ -12,7 +12,6 @@ in the real renderer.
 from __future__ import annotations
 
 import html
-import json
 import re
 from html.parser import HTMLParser
 
