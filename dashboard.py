@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from llama_core.classroom import ENV_CLASSROOM
+from llama_core.lab.classroom import ENV_CLASSROOM
 from ui.state import name_box, remember_owner
 
 HERE = Path(__file__).parent

@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llama_core.config import ModelConfig, TrainConfig  # noqa: E402
-from llama_core.jobs import JobManager  # noqa: E402
-from llama_core.runs import RunStore  # noqa: E402
+from llama_core.lab.jobs import JobManager  # noqa: E402
+from llama_core.lab.store import RunStore  # noqa: E402
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, context_window=16)
 TINY = TrainConfig(steps=30, eval_interval=10, eval_batches=2, batch_size=8, sample_chars=20)

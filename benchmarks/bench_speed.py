@@ -5,7 +5,7 @@ Run by hand on a quiet machine (nothing else training):
     LLAMA_LAB_DATA=../shared/data python benchmarks/bench_speed.py [--steps 200] [--compile]
 
 For each variant it trains `--steps` optimizer steps on tinyshakespeare (the built-in
-corpus when that file is missing) through llama_core.train, the code path every run
+corpus when that file is missing) through llama_core.training, the code path every run
 uses, and reports tokens/s measured after a warm-up, plus the achieved model FLOP/s as a
 fraction of the measured fp32 matmul rate. nanoGPT's own CPU recipe does about 13k
 tokens/s on the project's 2-core machine.
@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llama_core.config import build_configs
+from llama_core.presets import build_configs
 from llama_core.data import load_corpus
 from llama_core.inspect import flops_per_token
 from llama_core.speed import measured_matmul_flops
-from llama_core.train import train
+from llama_core.training import train
 
 VARIANTS = {
     "llama (rmsnorm, rope, swiglu)": {},

@@ -399,7 +399,7 @@ def run_load(sessions: int = 30, duration: float = 120.0, max_concurrent: int = 
     """Drive the load and return the report as a dict (also used by the CI tests)."""
     if client not in ("tab", "browser"):
         raise ValueError(f"client must be 'tab' or 'browser', not {client!r}")
-    from llama_core.runs import RunStore
+    from llama_core.lab.store import RunStore
     tmp = Path(tempfile.mkdtemp(prefix="llama-lab-load-"))
     runs = Path(runs_dir) if runs_dir else tmp / "runs"
     runs.mkdir(parents=True, exist_ok=True)

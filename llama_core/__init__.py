@@ -2,27 +2,29 @@
 
     from llama_core import Llama, ModelConfig, TrainConfig, train, load_checkpoint, PRESETS
 
-Where to look: ``config.py`` every toggle (ModelConfig, TrainConfig, PRESETS);
-``model.py`` Llama, one class per toggle, to read beside Meta's llama/model.py;
-``data.py`` corpora and the character tokenizer; ``train.py`` the training loop and
-checkpoints; ``inspect.py`` attention, rotary and pitfall probes, parameter and FLOP
-counts; ``ablation.py`` and ``stats.py`` paired multi-seed sweeps. The lab around it (run
-store ``runs.py``, ``jobs.py``, ``classroom.py``, ``cli.py``) is imported only where used.
+Where to look:
+    config.py, presets.py   ModelConfig and TrainConfig (every toggle), the named presets
+    model.py                Llama: one class per toggle, to read beside Meta's llama/model.py
+    pitfalls.py             the classic bugs, each one swapped-in module and its probe
+    data.py, corpora.py     the character tokenizer and batches; which texts to train on
+    training.py             the training loop; checkpoint.py, distributed.py, generate.py
+    inspect.py, probes.py   attention, rotary, parameter and FLOP counts; bug signatures
+    stats.py, speed.py, memory.py   error bars, time and memory estimates
+    lab/                    the machinery around it: run store, jobs, classroom, sweeps,
+                            class set, report and the command line (python -m llama_core)
 
 Never imports streamlit. Llama, train and load_checkpoint import torch on first use, so
-the run store and the command line stay light. ``llama_core.train`` is the function;
-the rest of that module comes with ``from llama_core.train import ...``.
+the run store and the command line stay light.
 """
 
 import importlib
-import sys
-import types
 
-from .config import PRESETS, ModelConfig, TrainConfig, build_configs
+from .config import ModelConfig, TrainConfig
 from .errors import ConfigError, CorpusError, UnknownCharactersError, UserError
+from .presets import PRESETS, build_configs
 
 # Names that need torch, and the module each comes from.
-_TORCH_NAMES = {"Llama": "model", "train": "train", "load_checkpoint": "train"}
+_TORCH_NAMES = {"Llama": "model", "train": "training", "load_checkpoint": "training"}
 
 __all__ = ["Llama", "ModelConfig", "TrainConfig", "train", "load_checkpoint", "PRESETS",
            "build_configs", "UserError", "ConfigError", "CorpusError",
@@ -36,17 +38,3 @@ def __getattr__(name: str):
     value = getattr(importlib.import_module(f".{_TORCH_NAMES[name]}", __name__), name)
     globals()[name] = value
     return value
-
-
-class _Package(types.ModuleType):
-    """Keeps ``llama_core.train`` the train function: importing the submodule of the same
-    name would otherwise put the module there, and ``from llama_core import train``
-    would then give a module or a function depending on what was imported before."""
-
-    def __setattr__(self, name, value):
-        if name == "train" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

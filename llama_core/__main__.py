@@ -1,7 +1,7 @@
-"""``python -m llama_core``: see cli.py."""
+"""``python -m llama_core``: see lab/cli."""
 
 import sys
 
-from .cli import main
+from .lab.cli import main
 
 sys.exit(main())

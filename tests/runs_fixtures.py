@@ -7,10 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from llama_core.config import build_configs
-from llama_core.jobs import execute_run
-from llama_core.runs import RunStore
-from llama_core.train import as_trained
+from llama_core.presets import build_configs
+from llama_core.lab.jobs import execute_run
+from llama_core.lab.store import RunStore
+from llama_core.training import as_trained
 
 TINY = {"steps": 30, "eval_interval": 10, "eval_batches": 2, "sample_chars": 40,
         "threads": 1, "batch_size": 8, "context_window": 16, "d_model": 32,

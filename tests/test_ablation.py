@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
-from llama_core import classset
+from llama_core.lab import classset
 from llama_core import inspect as lc_inspect
-from llama_core.ablation import BASELINE, plan_sweep, summarize
-from llama_core.config import build_configs
+from llama_core.lab.sweeps import BASELINE, plan_sweep, summarize
+from llama_core.presets import build_configs
 from llama_core.data import Corpus, load_corpus
 from llama_core.model import Llama
-from llama_core.runs import RunStore
+from llama_core.lab.store import RunStore
 from llama_core.stats import t_critical
-from llama_core.train import train
+from llama_core.training import train
 from runs_fixtures import train_tiny_runs
 from ui import ablation_charts as ac
 

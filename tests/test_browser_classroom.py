@@ -85,7 +85,7 @@ def test_a_reload_is_the_same_student(tmp_path, browser, monkeypatch):
     so the reloaded tab keeps its name and is refused a second run, while another
     browser is not."""
     from conftest import running_dashboard
-    from llama_core.runs import RunStore
+    from llama_core.lab.store import RunStore
     from test_browser_train_compare import choose, open_app_page, run_in_url, set_number
 
     settings = tmp_path / "classroom.toml"

@@ -68,7 +68,7 @@ def url(base: str, path: str, **params) -> str:
 
 @pytest.fixture(scope="module")
 def hostile_runs(tmp_path_factory):
-    from llama_core.runs import RunStore
+    from llama_core.lab.store import RunStore
 
     runs = tmp_path_factory.mktemp("plain-text-runs")
     store = RunStore(runs / "llama_lab.db")

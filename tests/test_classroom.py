@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from llama_core import classroom
-from llama_core.classroom import ClassroomError, class_findings, parse
-from llama_core.config import build_configs
-from llama_core.runs import RunStore
+from llama_core.lab import classroom
+from llama_core.lab.classroom import ClassroomError, class_findings, parse
+from llama_core.presets import build_configs
+from llama_core.lab.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(context_window=16, d_model=32, n_layers=1, n_heads=2, steps=20)
@@ -178,7 +178,7 @@ def room_runs(tmp_path_factory):
     import os
     import types
 
-    from llama_core.jobs import execute_run
+    from llama_core.lab.jobs import execute_run
     from runs_fixtures import TINY as TINY_RUN
 
     path = tmp_path_factory.mktemp("teacher-page-runs")

@@ -12,11 +12,12 @@ import time
 import pytest
 
 from helpers_browser import REPO
-from llama_core import classset
-from llama_core.ablation import summarize
-from llama_core.config import LADDER, model_from_dict, to_dict, train_from_dict
-from llama_core.runs import RunStore
-from llama_core.train import as_trained
+from llama_core.lab import classset
+from llama_core.lab.sweeps import summarize
+from llama_core.config import model_from_dict, to_dict, train_from_dict
+from llama_core.presets import LADDER
+from llama_core.lab.store import RunStore
+from llama_core.training import as_trained
 
 FILES = ("manifest.json", "runs.json", "metrics.csv")
 
@@ -27,7 +28,7 @@ def cs():
 
 
 def test_it_loads_instantly_without_training(monkeypatch):
-    training = sys.modules["llama_core.train"]  # llama_core.train is the function
+    training = sys.modules["llama_core.training"]  # llama_core.training is the function
 
     def no_training(*a, **k):
         raise AssertionError("loading the class set must not train")
@@ -141,7 +142,7 @@ def test_the_command_line_shows_and_verifies(tmp_path):
 def test_build_writes_a_section_through_the_sweep_path(tmp_path, monkeypatch):
     """A miniature section built exactly as the real ones are (JobManager, run store,
     export), merged into an existing folder without touching the other sections."""
-    from llama_core.ablation import plan_sweep
+    from llama_core.lab.sweeps import plan_sweep
 
     def tiny_plan(seeds):
         return plan_sweep("tiny", {**classset.COMMON, "steps": 8, "eval_interval": 4,

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from llama_core.config import (LADDER, PRESETS, ModelConfig, TrainConfig, build_configs,
-                               model_from_dict, to_dict, train_from_dict)
+from llama_core.config import (ModelConfig, TrainConfig, model_from_dict, to_dict,
+                               train_from_dict)
+from llama_core.presets import LADDER, PRESETS, build_configs
 from llama_core.errors import ConfigError
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llama_core.runs import RunStore
+from llama_core.lab.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = ["eval_interval=10", "eval_batches=2", "sample_chars=0", "threads=1", "batch_size=8",

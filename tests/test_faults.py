@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_core.config import build_configs
-from llama_core.jobs import JobManager
-from llama_core.runs import RunStore
+from llama_core.presets import build_configs
+from llama_core.lab.jobs import JobManager
+from llama_core.lab.store import RunStore
 from runs_fixtures import TINY, train_tiny_runs, wait_for
 
 LONG = {**TINY, "steps": 1_000_000, "time_budget": 60.0, "eval_interval": 5}

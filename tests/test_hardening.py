@@ -17,15 +17,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llama_core import classroom
-from llama_core.config import build_configs, model_from_dict
+from llama_core.lab import classroom
+from llama_core.config import model_from_dict
+from llama_core.presets import build_configs
 from llama_core.data import MAX_CORPUS_BYTES, corpus_text, validate_text
 from llama_core.errors import CorpusError, UnknownCharactersError, UserError
 from llama_core.inspect import attention_maps
-from llama_core.jobs import DISK_FULL_MESSAGE, execute_run
-from llama_core.report import comparison_html
-from llama_core.runs import RunNotFound, RunStore, check_run_id
-from llama_core.train import generate_text, load_checkpoint, read_checkpoint
+from llama_core.lab.jobs import DISK_FULL_MESSAGE, execute_run
+from llama_core.lab.report import comparison_html
+from llama_core.lab.store import RunNotFound, RunStore, check_run_id
+from llama_core.training import generate_text, load_checkpoint, read_checkpoint
 from runs_fixtures import TINY, train_tiny_runs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -266,8 +267,8 @@ def test_read_only_run_folder(tmp_path):
     try:
         code = ("import sys\n"
                 "from llama_core.errors import UserError\n"
-                "from llama_core.runs import RunStore\n"
-                "from llama_core.config import build_configs\n"
+                "from llama_core.lab.store import RunStore\n"
+                "from llama_core.presets import build_configs\n"
                 "try:\n"
                 "    s = RunStore(sys.argv[1])\n"
                 "    s.create_run(*build_configs('tiny'), owner='s-x')\n"
@@ -302,7 +303,7 @@ def test_full_disk_fails_the_run_clearly_and_keeps_the_others(tmp_path):
     code = ("import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))\n"
-            "from llama_core.jobs import execute_run\n"
+            "from llama_core.lab.jobs import execute_run\n"
             "sys.exit(execute_run(sys.argv[1], sys.argv[2]))\n")
     r = subprocess.run([sys.executable, "-c", code, str(db), victim], capture_output=True,
                        text=True, cwd=REPO, timeout=300,

@@ -30,16 +30,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from llama_core import classroom
-from llama_core.cli import main as cli_main
-from llama_core.config import ModelConfig, build_configs, machine_cores
+from llama_core.lab import classroom
+from llama_core.lab.cli import main as cli_main
+from llama_core.config import ModelConfig, machine_cores
+from llama_core.presets import build_configs
 from llama_core.errors import ConfigError, UserError
-from llama_core.jobs import JobManager
+from llama_core.lab.jobs import JobManager
 from llama_core.memory import (RUNTIME_BYTES, check_fits, estimate, mem_available,
                                parameter_count)
 from llama_core.model import Llama
-from llama_core.runs import RunStore
-from llama_core.train import load_checkpoint, read_checkpoint, train
+from llama_core.lab.store import RunStore
+from llama_core.training import load_checkpoint, read_checkpoint, train
 from runs_fixtures import trained_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -427,9 +428,9 @@ def test_parameter_count_is_exact(overrides):
 MEASURE = textwrap.dedent("""
     import json, sys
     import torch
-    from llama_core.config import build_configs
+    from llama_core.presets import build_configs
     from llama_core.data import load_corpus
-    from llama_core.train import train
+    from llama_core.training import train
 
     def kib(field):
         for line in open("/proc/self/status"):

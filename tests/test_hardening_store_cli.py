@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from llama_core import runs as runs_module
-from llama_core.config import build_configs
+from llama_core.lab import store as runs_module
+from llama_core.presets import build_configs
 from llama_core.errors import UserError
-from llama_core.jobs import DISK_FULL_MESSAGE
-from llama_core.runs import ORPHAN_MESSAGE, RunNotFound, RunStore
+from llama_core.lab.jobs import DISK_FULL_MESSAGE
+from llama_core.lab.store import ORPHAN_MESSAGE, RunNotFound, RunStore
 from runs_fixtures import TINY, train_tiny_runs, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -267,7 +267,7 @@ def test_a_killed_command_line_train_is_interrupted_for_the_next_reader(tmp_path
 
 
 def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
-    from llama_core.runs import owner_alive, process_start
+    from llama_core.lab.store import owner_alive, process_start
     db = tmp_path / "llama_lab.db"
     store = RunStore(db)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -299,7 +299,7 @@ def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
 
 
 def test_without_proc_the_pid_alone_decides(tmp_path, monkeypatch):
-    from llama_core.runs import owner_alive, process_start
+    from llama_core.lab.store import owner_alive, process_start
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     monkeypatch.setattr(runs_module, "PROC", tmp_path / "no-proc-here")
@@ -315,7 +315,7 @@ def test_without_proc_the_pid_alone_decides(tmp_path, monkeypatch):
 def test_a_full_disk_is_said_so_not_read_only_or_locked(tmp_path):
     """SQLite's own "database or disk is full" (a page limit on this connection): one
     sentence naming the disk, and how a run ended can still be recorded."""
-    from llama_core.runs import DiskFull
+    from llama_core.lab.store import DiskFull
     store = RunStore(tmp_path / "llama_lab.db")
     rid = store.create_run(MODEL, TRAIN)
     assert store.mark_running(rid, os.getpid(), "cpu")
@@ -438,7 +438,7 @@ def test_export_is_all_or_nothing_on_a_full_file_limit(tmp_path):
     code = ("import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))\n"
-            "from llama_core.cli import main\n"
+            "from llama_core.lab.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.run([sys.executable, "-c", code, "runs", "export", rid, "-o", str(out),
                            "--db", str(db)], cwd=REPO, capture_output=True, text=True,

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from llama_core.config import build_configs
+from llama_core.presets import build_configs
 from llama_core.data import (BUILTINS, check_offered, corpus_text, is_offered,
                              save_upload)
 from llama_core.errors import CorpusError, UserError
-from llama_core.jobs import JobManager, NotYourRun
-from llama_core.runs import RunStore
+from llama_core.lab.jobs import JobManager, NotYourRun
+from llama_core.lab.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "SECRET-4f1c " + "the server's private words, never for a browser.\n" * 40
@@ -143,7 +143,7 @@ def test_an_upload_is_kept_by_its_hash_and_trains(tmp_path, uploads):
 
 def test_a_sweep_with_one_path_queues_nothing(tmp_path, secret_file):
     """Every planned run is admitted before any is queued: no half sweep is left."""
-    from llama_core.ablation import parse_variant, plan_sweep, submit_plan
+    from llama_core.lab.sweeps import parse_variant, plan_sweep, submit_plan
 
     plan = plan_sweep("tiny", {"steps": 2}, [parse_variant("norm=layernorm"),
                                              parse_variant(f"corpus={secret_file}")], [0])

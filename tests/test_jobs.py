@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from llama_core.config import ModelConfig, TrainConfig
-from llama_core.jobs import JobManager, execute_run
-from llama_core.runs import RunStore
+from llama_core.lab.jobs import JobManager, execute_run
+from llama_core.lab.store import RunStore
 from runs_fixtures import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +188,7 @@ def test_stop_escalates_to_sigterm(manager):
 MANAGER_SCRIPT = textwrap.dedent("""
     import json, sys, time
     from llama_core.config import ModelConfig, TrainConfig
-    from llama_core.jobs import JobManager
+    from llama_core.lab.jobs import JobManager
     m = JobManager(sys.argv[1], max_concurrent=1, warm=False)
     model = ModelConfig(d_model=32, n_layers=1, n_heads=2, context_window=16)
     tiny = TrainConfig(steps=30, eval_interval=10, eval_batches=2, batch_size=8,

@@ -713,7 +713,7 @@ def test_dropout_off_silences_every_dropout_and_gives_the_rates_back():
 
 
 def test_layer_health_draws_no_dropout_even_with_the_dropout_at_eval_bug():
-    from llama_core.train import layer_health
+    from llama_core.training import layer_health
     model = Llama(tiny(dropout=0.3, bug="dropout_at_eval"))
     x = random_ids(model.cfg, 2, 8)
     rng = torch.get_rng_state()
@@ -723,13 +723,13 @@ def test_layer_health_draws_no_dropout_even_with_the_dropout_at_eval_bug():
 
 # --- The public API ----------------------------------------------------------------
 
-LIGHT = ("torch", "streamlit", "llama_core.runs", "llama_core.jobs", "llama_core.classroom")
+LIGHT = ("torch", "streamlit", "llama_core.lab.store", "llama_core.lab.jobs", "llama_core.lab.classroom")
 
 
-@pytest.mark.parametrize("first", ["", "from llama_core.train import load_checkpoint"])
+@pytest.mark.parametrize("first", ["", "from llama_core.training import load_checkpoint"])
 def test_public_api_imports_and_stays_light(first):
     """``import llama_core`` loads no torch and no lab machinery; the public names work
-    whether or not the llama_core.train module was imported before."""
+    whether or not a torch-backed module was imported before."""
     import subprocess
     import sys
     from pathlib import Path
@@ -739,8 +739,8 @@ import llama_core
 print(sorted(m for m in {LIGHT!r} if m in sys.modules))
 {first}
 from llama_core import Llama, ModelConfig, TrainConfig, train, load_checkpoint, PRESETS
-import llama_core.model, llama_core.train as lt
-print(train.__module__, train.__name__, load_checkpoint.__name__, lt is train,
+import llama_core.model, llama_core.training as lt
+print(train.__module__, train.__name__, load_checkpoint.__name__, lt.train is train,
       Llama is llama_core.model.Llama, ModelConfig().norm, TrainConfig().corpus,
       "tiny" in PRESETS)
 print(sorted(m for m in {LIGHT!r} if m in sys.modules))
@@ -750,7 +750,7 @@ print(sorted(m for m in {LIGHT!r} if m in sys.modules))
     assert proc.returncode == 0, proc.stderr
     light, api, after = proc.stdout.splitlines()
     assert light == "[]"
-    assert api == "llama_core.train train load_checkpoint True True rmsnorm shakespeare True"
+    assert api == "llama_core.training train load_checkpoint True True rmsnorm shakespeare True"
     assert after == "['torch']"  # the public names need torch, never the lab or streamlit
 
 

@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from helpers_apptest import plotly_values as plain
 from helpers_browser import REPO
 from helpers_markdown import as_read
-from llama_core import classset
-from llama_core.runs import RunStore
+from llama_core.lab import classset
+from llama_core.lab.store import RunStore
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from helpers_markdown import as_read
 from helpers_browser import REPO
 from llama_core import inspect as lc_inspect
 from llama_core.config import model_from_dict
-from llama_core.runs import RunStore
+from llama_core.lab.store import RunStore
 from runs_fixtures import train_tiny_runs
 from ui.loss_charts import compare_figure, curve_frame, downsample
 from ui.run_widgets import differing_fields, final_metrics_table, seed_only_difference

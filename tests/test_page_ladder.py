@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_browser import REPO
 from helpers_markdown import as_read
-from llama_core.config import LADDER
-from llama_core.runs import RunStore
+from llama_core.presets import LADDER
+from llama_core.lab.store import RunStore
 
 
 @pytest.fixture

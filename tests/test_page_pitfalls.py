@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_browser import REPO
 from helpers_markdown import as_read
-from llama_core import classset
-from llama_core.runs import RunStore
+from llama_core.lab import classset
+from llama_core.lab.store import RunStore
 from runs_fixtures import train_tiny_runs
 
 PITFALLS = ["norm_over_sequence", "causal_off", "mask_ones", "dropout_at_eval",

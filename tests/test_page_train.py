@@ -18,10 +18,10 @@ from helpers_apptest import plotly_values
 from helpers_browser import REPO
 from helpers_markdown import as_read
 from llama_core import inspect as lc_inspect
-from llama_core.config import build_configs
+from llama_core.presets import build_configs
 from llama_core.data import CharTokenizer, corpus_text
 from llama_core.model import Llama
-from llama_core.runs import ACTIVE, RunStore
+from llama_core.lab.store import ACTIVE, RunStore
 from runs_fixtures import train_tiny_runs
 from ui.run_widgets import live_progress, parameter_table, shapes_table
 

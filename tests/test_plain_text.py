@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llama_core.plain_text import html_literal, plotly_literal
+from llama_core.lab.plain_text import html_literal, plotly_literal
 from ui.plain_text import WORD_JOINER, md_literal, shorten
 
 HOSTILE = [
@@ -221,11 +221,11 @@ class Tags(HTMLParser):
 def test_report_shows_hostile_names_as_text(tmp_path):
     """The exported HTML report: no tag of a run's name in the page, and its charts'
     names escaped for Plotly (whose labels would read <a href> as a link)."""
-    from llama_core.report import comparison_html, loss_figure
-    from llama_core.runs import RunStore
+    from llama_core.lab.report import comparison_html, loss_figure
+    from llama_core.lab.store import RunStore
     from runs_fixtures import TINY
-    from llama_core.config import build_configs
-    from llama_core.train import as_trained
+    from llama_core.presets import build_configs
+    from llama_core.training import as_trained
 
     store = RunStore(tmp_path / "llama_lab.db")
     model, train = build_configs("tiny", TINY)

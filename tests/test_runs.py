@@ -13,10 +13,10 @@ import threading
 
 import pytest
 
-from llama_core import runs as runs_module
+from llama_core.lab import store as runs_module
 from llama_core.config import ModelConfig, TrainConfig
 from llama_core.errors import UserError
-from llama_core.runs import (ORPHAN_MESSAGE, SCHEMA_VERSION, RunNotFound, RunStore,
+from llama_core.lab.store import (ORPHAN_MESSAGE, SCHEMA_VERSION, RunNotFound, RunStore,
                              StoreError, check_run_id)
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, context_window=16)

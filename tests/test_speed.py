@@ -2,7 +2,7 @@
 
 import math
 
-from llama_core.config import build_configs
+from llama_core.presets import build_configs
 from llama_core.inspect import flops_per_token
 from llama_core.speed import estimate, measured_matmul_flops, mfu, peak_flops
 

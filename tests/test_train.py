@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from llama_core.config import build_configs
+from llama_core.presets import build_configs
 from llama_core.data import load_corpus
 from llama_core.errors import ConfigError, UnknownCharactersError, UserError
-from llama_core.train import generate_text, learning_rate, load_checkpoint, train
+from llama_core.training import generate_text, learning_rate, load_checkpoint, train
 
 TINY = {"steps": 20, "eval_interval": 10, "eval_batches": 2, "sample_chars": 20,
         "threads": 1, "batch_size": 8, "context_window": 16, "d_model": 32,

@@ -1,7 +1,7 @@
 """Tables and Plotly figures for the Ablations, Ladder and Pitfalls pages.
 
 Pure functions of runs and metric frames (no streamlit), so they are tested without a
-browser. A "run" here is anything with the run store's fields (``llama_core.runs.Run``,
+browser. A "run" here is anything with the run store's fields (``llama_core.lab.store.Run``,
 from the store or the class set): ``id``, ``name`` (the variant label), ``seed``,
 ``model_config``, ``final_val_loss``... Units are in every axis and column: loss in
 nats per character, steps, seconds of training, tokens (characters), FLOPs
@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from llama_core import inspect as lc_inspect
-from llama_core.ablation import BASELINE
+from llama_core.lab.sweeps import BASELINE
 from llama_core.config import ModelConfig, model_from_dict
 from llama_core.errors import UserError
 from llama_core.stats import t_critical
@@ -224,7 +224,7 @@ def _pm(mean, half, fmt: str = ".3f", sign: bool = False) -> str:
 
 
 def summary_frame(rows: list[dict], runs: Sequence) -> pd.DataFrame:
-    """``llama_core.ablation.summarize`` rows as the table a student reads: mean final
+    """``llama_core.lab.sweeps.summarize`` rows as the table a student reads: mean final
     validation loss ± 95% CI, paired Δ vs baseline ± 95% CI, the verdict in words,
     parameters (and their difference to the baseline), mean training time and speed."""
     by_label: dict[str, list] = {}
@@ -544,7 +544,7 @@ def resubmit(runs: Sequence, owner: str | None = None, group: str | None = None
              ) -> tuple[str, list[str]]:
     """Queue the same configs again (same seeds, names) as a new group: a record
     re-run. Returns (group, run ids)."""
-    from llama_core.ablation import new_group_id
+    from llama_core.lab.sweeps import new_group_id
     from ui import state
 
     manager = state.job_manager()

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
-from llama_core.plain_text import plotly_literal
+from llama_core.lab.plain_text import plotly_literal
 from ui.loss_charts import colour  # one palette for every chart
 
 FONT = 16

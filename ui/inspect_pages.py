@@ -13,8 +13,8 @@ import streamlit as st
 import torch
 
 from llama_core.errors import UserError
-from llama_core.runs import Run
-from llama_core.train import load_checkpoint
+from llama_core.lab.store import Run
+from llama_core.training import load_checkpoint
 from ui.plain_text import md_literal
 from ui.state import run_label, store
 

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from llama_core.plain_text import plotly_literal
+from llama_core.lab.plain_text import plotly_literal
 
 LOSS_UNIT = "nats per character"
 

@@ -25,7 +25,7 @@ or the first sign, so the text reads the same but no longer matches. Line breaks
 runs of spaces read as one space, as HTML shows them anyway (and so a message stays one
 paragraph: a user's line can never start a heading, a list or a code block).
 
-The Plotly and HTML counterparts live in llama_core.plain_text (the HTML report uses
+The Plotly and HTML counterparts live in llama_core.lab.plain_text (the HTML report uses
 them too); ``plotly_literal`` is re-exported here for the pages.
 """
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from llama_core.plain_text import html_literal, plotly_literal
+from llama_core.lab.plain_text import html_literal, plotly_literal
 
 WORD_JOINER = "\u2060"
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from llama_core import classroom
+from llama_core.lab import classroom
 from llama_core.data import CharTokenizer, check_offered, corpus_text
 from llama_core.errors import UserError
-from llama_core.jobs import JobManager
-from llama_core.runs import Run, RunStore, default_runs_dir
+from llama_core.lab.jobs import JobManager
+from llama_core.lab.store import Run, RunStore, default_runs_dir
 from ui.plain_text import md_literal
 
 

@@ -1,7 +1,7 @@
 """Ablations: a full Llama against variants that each change one thing, over K seeds,
 paired, with honest error bars.
 
-A new ablation is planned by llama_core.ablation.plan_sweep and queued with
+A new ablation is planned by llama_core.lab.sweeps.plan_sweep and queued with
 submit_plan under one group id, which goes into the URL (?group=...) so a reload or a
 shared link shows the same sweep. The class set's prepared sweeps (data/classset/) are
 offered beside live ones, so a class sees results before training anything. Results
@@ -15,12 +15,12 @@ import time
 
 import streamlit as st
 
-from llama_core import classset
-from llama_core.ablation import BASELINE, parse_variant, plan_sweep, submit_plan, summarize
-from llama_core.config import PRESETS, build_configs
+from llama_core.lab import classset
+from llama_core.lab.sweeps import BASELINE, parse_variant, plan_sweep, submit_plan, summarize
+from llama_core.presets import PRESETS, build_configs
 from llama_core.data import check_offered
 from llama_core.errors import UserError
-from llama_core.runs import ACTIVE, TERMINAL
+from llama_core.lab.store import ACTIVE, TERMINAL
 from ui import ablation_charts as ac
 from ui import state
 from ui.plain_text import md_literal

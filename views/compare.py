@@ -15,7 +15,7 @@ from __future__ import annotations
 import streamlit as st
 
 from llama_core.errors import UserError
-from llama_core.runs import TERMINAL
+from llama_core.lab.store import TERMINAL
 from ui import state
 from ui.loss_charts import BASELINE_MARK, METRICS, X_AXES, compare_figure, curve_frame
 from ui.plain_text import md_literal

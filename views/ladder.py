@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from llama_core import classset
-from llama_core.ablation import new_group_id
-from llama_core.config import LADDER, PRESETS, build_configs
+from llama_core.lab import classset
+from llama_core.lab.sweeps import new_group_id
+from llama_core.presets import LADDER, PRESETS, build_configs
 from llama_core.errors import UserError
-from llama_core.runs import ACTIVE
+from llama_core.lab.store import ACTIVE
 from ui import ablation_charts as ac
 from ui import state
 from ui.plain_text import md_literal

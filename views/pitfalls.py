@@ -16,14 +16,15 @@ import json
 import plotly.express as px
 import streamlit as st
 
-from llama_core import classset
+from llama_core.lab import classset
 from llama_core import inspect as lc_inspect
-from llama_core.ablation import BASELINE, new_group_id, summarize
-from llama_core.config import ModelConfig, build_configs
+from llama_core.lab.sweeps import BASELINE, new_group_id, summarize
+from llama_core.config import ModelConfig
+from llama_core.presets import build_configs
 from llama_core.data import SHAKESPEARE_CHARS, CharTokenizer
 from llama_core.errors import UserError
 from llama_core.model import Llama
-from llama_core.runs import ACTIVE
+from llama_core.lab.store import ACTIVE
 from ui import ablation_charts as ac
 from ui import state
 from ui.plain_text import md_literal
@@ -157,7 +158,7 @@ def signature_extra(key: str, on: bool) -> None:
         st.caption(f"Head size {cfg.head_dim}: pair 0 should turn exactly 1 rad per position "
                    "(theta^0) and every other pair slower.")
     elif key == "dropout_at_eval":
-        from llama_core.train import generate_text
+        from llama_core.training import generate_text
         model = model_with(p["bug"] if on else p["correct"])
         texts = [generate_text(model, tokenizer(), "\n", 40, temperature=0.0, seed=s)
                  for s in (0, 0)]
@@ -254,7 +255,7 @@ def train_live(key: str) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def trained_model(path: str, mtime: float):
-    from llama_core.train import load_checkpoint
+    from llama_core.training import load_checkpoint
     model, _, _ = load_checkpoint(path)
     return model
 

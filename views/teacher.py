@@ -19,9 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from llama_core import classroom
+from llama_core.lab import classroom
 from llama_core.errors import UserError
-from llama_core.report import comparison_html, loss_figure
+from llama_core.lab.report import comparison_html, loss_figure
 from ui import state
 from ui.loss_charts import colour
 from ui.plain_text import md_literal, plotly_literal

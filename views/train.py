@@ -1,6 +1,6 @@
 """Build & train: set every modification, see what it costs, launch, watch it learn.
 
-The controls fill from a preset and feed llama_core.config.build_configs; the numbers
+The controls fill from a preset and feed llama_core.presets.build_configs; the numbers
 beside them (parameters, FLOPs, shapes) come from llama_core.inspect without training
 anything. Launch queues a run with the shared job manager; the run's id goes into the
 URL (?run=...), so a reload or a trip to another page never loses it, and the panel
@@ -16,13 +16,14 @@ import streamlit as st
 import torch
 from streamlit.errors import StreamlitAPIException
 
-from llama_core import classroom
-from llama_core.classroom import offered_presets
-from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, PRESETS, ModelConfig,
-                               TrainConfig, build_configs, model_from_dict)
+from llama_core.lab import classroom
+from llama_core.lab.classroom import offered_presets
+from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig,
+                               model_from_dict)
+from llama_core.presets import PRESETS, build_configs
 from llama_core.data import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
-from llama_core.runs import TERMINAL
+from llama_core.lab.store import TERMINAL
 from llama_core.speed import estimate, mfu, peak_flops
 from ui import state
 from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure

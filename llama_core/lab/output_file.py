@@ -12,7 +12,7 @@ import errno
 import os
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def write_text_atomically(path: str | os.PathLike, text: str, flag: str = "-o") -> Path:

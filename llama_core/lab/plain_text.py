@@ -8,7 +8,7 @@ annotations): <a href>, <b>, <i>, <br>, <sup>, <span style>. Every such place pa
 the text through one of these two functions. (The dashboard's Markdown has its own
 rules: ``ui.plain_text.md_literal``.)
 
-No streamlit here: the HTML report (llama_core.report) and the dashboard's charts
+No streamlit here: the HTML report (llama_core.lab.report) and the dashboard's charts
 (ui/) both use them.
 """
 

@@ -11,10 +11,11 @@ import json
 import os
 import sys
 
-from .cli_parser import SentenceParser
-from .config import PRESETS, TRAIN_FIELDS, MODEL_FIELDS, build_configs
-from .errors import UserError
-from .hygiene import terminal_text
+from .parser import SentenceParser
+from ...config import TRAIN_FIELDS, MODEL_FIELDS
+from ...presets import PRESETS, build_configs
+from ...errors import UserError
+from ..hygiene import terminal_text
 
 EXIT_USER_ERROR = 2
 
@@ -56,8 +57,8 @@ RESULT_KEYS = ("run_id", "status", "error", "final_val_loss", "final_train_loss"
 
 
 def cmd_train(args) -> int:
-    from .jobs import execute_run
-    from .runs import RunStore
+    from ..jobs import execute_run
+    from ..store import RunStore
 
     store = RunStore(args.db)
     if int(os.environ.get("RANK", "0")) > 0:
@@ -65,11 +66,11 @@ def cmd_train(args) -> int:
     if args.run_id:  # a job the manager queued: the configs are in the store
         return execute_run(store.path, args.run_id, progress=not args.json)
     model_cfg, train_cfg = _configs_from_args(args)
-    from . import classroom
+    from .. import classroom
     classroom.check_limits(model_cfg, train_cfg)  # before the corpus is opened
-    from .memory import check_fits
+    from ...memory import check_fits
     check_fits(model_cfg, train_cfg)  # before anything big is read or built
-    from .train import as_trained
+    from ...training import as_trained
     model_cfg = as_trained(model_cfg, train_cfg)  # a bad corpus fails before a run exists
     run_id = store.create_run(model_cfg, train_cfg, name=args.name, pid=os.getpid())
     code = execute_run(store.path, run_id, progress=not args.json)
@@ -90,8 +91,8 @@ def cmd_train(args) -> int:
 def _train_helper_rank(args, store) -> int:
     """Under torchrun, ranks above 0 train their share of each batch and report
     nothing: rank 0 owns the run record, the metrics and the checkpoint."""
-    from .config import model_from_dict, train_from_dict
-    from .train import train
+    from ...config import model_from_dict, train_from_dict
+    from ...training import train
 
     if args.run_id:
         run = store.get_run(args.run_id)
@@ -109,7 +110,7 @@ def _fmt(value, spec: str = ".4f") -> str:
 # --- corpus ------------------------------------------------------------------------
 
 def cmd_corpus(args) -> int:
-    from . import data
+    from ... import data
 
     if args.action == "list":
         rows = [vars(c) if not hasattr(c, "_asdict") else c._asdict()
@@ -157,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--json", action="store_true")
     corpus.set_defaults(func=cmd_corpus)
 
-    from .runs_cli import add_run_commands
+    from .runs import add_run_commands
     add_run_commands(sub)
-    from .classset import add_classset_command; add_classset_command(sub)  # noqa: E702
+    from ..classset import add_classset_command; add_classset_command(sub)  # noqa: E702
     return parser
 
 

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .ablation import (BASELINE, STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan,
+from .sweeps import (BASELINE, STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan,
                        variant_label, wait_for)
-from .config import LADDER
-from .errors import UserError
-from .runs import METRIC_COLUMNS, REPO_ROOT, Run, RunNotFound, RunStore, check_run_id
+from ..presets import LADDER
+from ..errors import UserError
+from .store import METRIC_COLUMNS, REPO_ROOT, Run, RunNotFound, RunStore, check_run_id
 
 FORMAT = "llama-lab-classset-1"
 DEFAULT_DIR = REPO_ROOT / "data" / "classset"
@@ -87,7 +87,7 @@ def variants_for(preset: str | None, base: dict | None = None) -> dict[str, dict
     baseline: "fewer layers" becomes half the baseline's depth (the standard
     ``n_layers=2`` is no change at all for a 2-layer preset), and a variant the
     baseline already has (``norm=none`` when it has no norm) is left out."""
-    from .config import build_configs
+    from ..presets import build_configs
 
     base = dict(base or {})
     model, _ = build_configs(preset, base)
@@ -431,8 +431,8 @@ def cpu_capability() -> str | None:
 def retrain(run: Run) -> list[dict]:
     """Train ``run``'s stored configs again in this process; return its metric rows
     (without samples), for comparing with the record."""
-    from .config import model_from_dict, train_from_dict
-    from .train import train
+    from ..config import model_from_dict, train_from_dict
+    from ..training import train
 
     rows: list[dict] = []
 
@@ -445,8 +445,8 @@ def retrain(run: Run) -> list[dict]:
 
 def cheapest_run(cs: ClassSet) -> Run:
     """The record that retrains fastest (fewest training FLOPs)."""
-    from .config import model_from_dict
-    from .inspect import flops_per_token
+    from ..config import model_from_dict
+    from ..inspect import flops_per_token
 
     def cost(r: Run) -> float:
         per_token = flops_per_token(model_from_dict(r.model_config))

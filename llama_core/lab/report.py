@@ -7,7 +7,7 @@ No streamlit here: the dashboard offers the bytes as a download, and the command
 or a notebook can write them to a file (``write_report``). Everything a student typed
 (run names, owners, samples, errors) is shown as typed: HTML-escaped in the page, and
 escaped for Plotly in the charts, whose labels read HTML tags of their own
-(llama_core.plain_text).
+(llama_core.lab.plain_text).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Iterable
 
 import plotly.graph_objects as go
 
-from .ablation import summarize
-from .errors import UserError
+from .sweeps import summarize
+from ..errors import UserError
 from .plain_text import html_literal, plotly_literal
-from .runs import Run, RunStore, check_run_id
+from .store import Run, RunStore, check_run_id
 
 MAX_RUNS = 50
 _STYLE = """

@@ -17,8 +17,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from .errors import UserError
-from .runs import (DB_NAME, RUN_ID_RE, SCHEMA_TABLE, STATUSES, RunStore, StoreError,
+from ..errors import UserError
+from .store import (DB_NAME, RUN_ID_RE, SCHEMA_TABLE, STATUSES, RunStore, StoreError,
                    damaged_message)
 
 BLOCK = 256  # keys per block when reading past damage

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelConfig, TrainConfig,
-                     build_configs)
-from .errors import ConfigError, UserError
+from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
+from ..presets import PRESETS, build_configs
+from ..errors import ConfigError, UserError
 
 ENV_CLASSROOM = "LLAMA_LAB_CLASSROOM"
 UPLOADS = "uploads"  # in [classroom] corpora: students may train on texts they upload
@@ -129,7 +129,7 @@ class Classroom:
     def corpus_open(self, corpus: Any) -> bool:
         """Whether runs may train on this corpus: one the file lists by name, or an
         upload when the list holds "uploads"."""
-        from .data import UPLOAD_PREFIX  # lazily: the store's readers need no torch
+        from ..data import UPLOAD_PREFIX  # lazily: the store's readers need no torch
         if self.corpora is None:
             return True
         if isinstance(corpus, str) and corpus.startswith(UPLOAD_PREFIX):
@@ -344,7 +344,7 @@ def class_findings(runs, by: str = "name") -> list[dict]:
     the baseline as in an ablation; two classmates' runs with the same seed in one
     variant both count (the second gets a pooled seed of its own). Each row also lists
     its ``members``: the runs pooled into it, for drawing every run as a dot."""
-    from .ablation import summarize
+    from .sweeps import summarize
     pooled = []
     labels: dict[str, str] = {}
     seen: dict[str, set] = {}

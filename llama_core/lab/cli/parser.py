@@ -14,7 +14,7 @@ import re
 import sys
 from typing import NoReturn
 
-from .hygiene import terminal_text
+from ..hygiene import terminal_text
 
 EXIT_USER_ERROR = 2
 

@@ -29,7 +29,7 @@ recover``, see ``store_repair``), a full disk (``DiskFull``), a read-only or loc
 file. A run's owner is its pid *and* that process's start time, so a run whose process
 died is noticed even after the kernel gave its pid to another program.
 
-Storage only: starting, queueing and stopping processes is ``llama_core.jobs``.
+Storage only: starting, queueing and stopping processes is ``llama_core.lab.jobs``.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import UserError
+from ..errors import UserError
 from .hygiene import spreadsheet_cell
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "llama_lab.db"
 ENV_RUNS = "LLAMA_LAB_RUNS"
 SCHEMA_TABLE = "llama_lab_schema"  # marks a database as ours

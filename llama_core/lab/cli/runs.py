@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import sys
 
-from .ablation import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
+from ..sweeps import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
                        wait_for)
-from .errors import UserError
-from .hygiene import terminal_text
+from ...errors import UserError
+from ..hygiene import terminal_text
 
 LIST_COLUMNS = ("id", "name", "status", "seed", "steps", "final_val_loss", "wall_s", "device")
 
 
 def _store(args):
     """The store, with runs whose process has died marked interrupted first."""
-    from .runs import RunStore, StoreDamaged, StoreError
+    from ..store import RunStore, StoreDamaged, StoreError
     store = RunStore(args.db)
     try:
         store.mark_interrupted_orphans()
@@ -93,7 +93,7 @@ def cmd_runs(args) -> int:
         fmt = args.format or ("json" if args.json else "csv")
         text = store.export(args.ids, fmt)
         if args.output:
-            from .output_file import write_text_atomically
+            from ..output_file import write_text_atomically
             write_text_atomically(args.output, text)
             say(f"wrote {len(args.ids)} run(s) to {args.output}", file=sys.stderr)
         else:
@@ -120,8 +120,8 @@ def _report(result: dict, as_json: bool, what: str) -> None:
 def _check_or_recover(args) -> int:
     """``runs check`` and ``runs recover``: they read the file without opening it as a
     store (a damaged file would be refused), and never write to it."""
-    from .runs import default_runs_dir, DB_NAME
-    from .store_repair import check_message, check_store, recover_store
+    from ..store import default_runs_dir, DB_NAME
+    from ..store_repair import check_message, check_store, recover_store
     path = args.db or str(default_runs_dir() / DB_NAME)
     if args.ids:
         raise UserError(f"`runs {args.action}` takes no run ids; name the file with --db.")
@@ -149,8 +149,8 @@ def _check_or_recover(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .cli import _key_values
-    from .jobs import JobManager
+    from . import _key_values
+    from ..jobs import JobManager
 
     base = _key_values(args.set)
     if args.corpus:
@@ -217,7 +217,7 @@ def _summary_cells(row: dict) -> dict:
 
 
 def add_run_commands(sub) -> None:
-    from .cli import add_config_flags
+    from . import add_config_flags
 
     runs = sub.add_parser("runs", help="list, show, export, stop or delete stored runs; "
                                        "check or recover a damaged run database")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint_header import (CHECKPOINT_FORMAT, CheckpointHeader, check_finite,
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointHeader, check_finite,
                                 check_header, damaged)
 from .config import ModelConfig, TrainConfig, to_dict, train_from_dict
 from .data import CharTokenizer, Corpus, load_corpus
@@ -177,7 +177,7 @@ def read_checkpoint(path: Path, *, weights_only: bool = False
                     ) -> tuple[CheckpointHeader, dict[str, torch.Tensor]]:
     """The checked header and the tensors of a Llama Lab checkpoint (only the model's
     weights with ``weights_only``). A damaged, foreign or too large file is refused
-    with one sentence before any tensor is read (llama_core.checkpoint_header)."""
+    with one sentence before any tensor is read (llama_core.checkpoint)."""
     header = check_header(path, weights_only=weights_only)
     names = header.weight_names if weights_only else list(header.tensor_bytes)
     try:

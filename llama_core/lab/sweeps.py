@@ -13,9 +13,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from .config import ModelConfig, TrainConfig, build_configs
-from .errors import UserError
-from .stats import Interval, mean_ci, paired_difference, verdict
+from ..config import ModelConfig, TrainConfig
+from ..presets import build_configs
+from ..errors import UserError
+from ..stats import Interval, mean_ci, paired_difference, verdict
 
 BASELINE = "baseline"
 

@@ -61,15 +61,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (ModelConfig, TrainConfig, model_from_dict, train_from_dict,
+from ..config import (ModelConfig, TrainConfig, model_from_dict, train_from_dict,
                      validate_model, validate_train)
 from . import classroom
-from .data import check_offered
-from .errors import UserError
-from .runs import (REPO_ROOT, DiskFull, RunNotFound, RunStore, StoreError, check_run_id,
+from ..data import check_offered
+from ..errors import UserError
+from .store import (REPO_ROOT, DiskFull, RunNotFound, RunStore, StoreError, check_run_id,
                    pid_alive)
 
-log = logging.getLogger("llama_core.jobs")
+log = logging.getLogger("llama_core.lab.jobs")
 
 ENV_THREADS = "LLAMA_LAB_THREADS"
 ENV_NICE = "LLAMA_LAB_JOB_NICE"
@@ -85,7 +85,7 @@ ERROR_LOG = "error.log"
 WORKER_LOG = "workers.log"
 SPAWN_DEFER_S = 5.0  # hold back booting spares this long while a new run starts up
 
-_WORKER_BOOT = ("import sys; from llama_core.jobs import worker_main; "
+_WORKER_BOOT = ("import sys; from llama_core.lab.jobs import worker_main; "
                 "sys.exit(worker_main(sys.argv[1:]))")
 
 
@@ -236,7 +236,7 @@ def execute_run(store_path: str | os.PathLike | None, run_id: str,
         try:
             import torch
 
-            from .train import resolve_device, train
+            from ..training import resolve_device, train
             device = resolve_device(train_cfg.device)
         except UserError as e:
             return fail(str(e), 2)
@@ -321,8 +321,8 @@ def _warm_up() -> None:
     import torch
     if threads and threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
-    from .train import train
-    from .data import load_corpus
+    from ..training import train
+    from ..data import load_corpus
     try:
         corpus = load_corpus(TrainConfig().corpus)
         train(
@@ -475,7 +475,7 @@ class JobManager:
         if self.offered_corpora_only:
             train = dataclasses.replace(train, corpus=check_offered(train.corpus))
         classroom.check_limits(model, train)
-        from .memory import check_fits  # lazily: torch, which the store needs not
+        from ..memory import check_fits  # lazily: torch, which the store needs not
         check_fits(model, train)  # estimated memory against what is free
         return model, train
 
@@ -486,7 +486,7 @@ class JobManager:
         if self._closing:
             raise RuntimeError("this JobManager has been shut down")
         model, train = self.admit(model_cfg, train_cfg)
-        from .train import as_trained
+        from ..training import as_trained
         model = as_trained(model, train)
         run_id = self.store.create_run(model, train, name=name, group=group, owner=owner)
         with self._lock:
@@ -621,7 +621,7 @@ class JobManager:
             job.close_pipes()
             self._record_exit(job, rc)
         for w in list(self._spares):
-            if w.proc.poll() is not None:
+            if w.proc.poll() is not None and w in self._spares:  # _warm_failed may clear it
                 self._spares.remove(w)
                 self._retire(w)
                 if not w.ready:
