@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import UserError
-from .hygiene import spreadsheet_cell
+from .plain_text import spreadsheet_cell
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "llama_lab.db"

@@ -15,7 +15,7 @@ from .parser import SentenceParser
 from ...config import TRAIN_FIELDS, MODEL_FIELDS
 from ...presets import PRESETS, build_configs
 from ...errors import UserError
-from ..hygiene import terminal_text
+from ..plain_text import terminal_text
 
 EXIT_USER_ERROR = 2
 

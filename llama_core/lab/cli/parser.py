@@ -14,7 +14,7 @@ import re
 import sys
 from typing import NoReturn
 
-from ..hygiene import terminal_text
+from ..plain_text import terminal_text
 
 EXIT_USER_ERROR = 2
 

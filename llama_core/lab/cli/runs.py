@@ -15,7 +15,7 @@ import sys
 from ..sweeps import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
                        wait_for)
 from ...errors import UserError
-from ..hygiene import terminal_text
+from ..plain_text import terminal_text
 
 LIST_COLUMNS = ("id", "name", "status", "seed", "steps", "final_val_loss", "wall_s", "device")
 
