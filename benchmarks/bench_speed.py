@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llama_core.presets import build_configs
-from llama_core.data import load_corpus
+from llama_core.corpora import load_corpus
 from llama_core.inspect import flops_per_token
 from llama_core.speed import measured_matmul_flops
 from llama_core.training import train

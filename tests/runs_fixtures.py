@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from llama_core.presets import build_configs
-from llama_core.lab.jobs import execute_run
+from llama_core.lab.worker import execute_run
 from llama_core.lab.store import RunStore
 from llama_core.training import as_trained
 

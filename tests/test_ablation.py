@@ -16,7 +16,8 @@ from llama_core.lab import classset
 from llama_core import inspect as lc_inspect
 from llama_core.lab.sweeps import BASELINE, plan_sweep, summarize
 from llama_core.presets import build_configs
-from llama_core.data import Corpus, load_corpus
+from llama_core.corpora import load_corpus
+from llama_core.data import Corpus
 from llama_core.model import Llama
 from llama_core.lab.store import RunStore
 from llama_core.stats import t_critical

@@ -1,5 +1,6 @@
-"""Classroom mode: the settings file, limits enforced where runs are created, fair
-queueing across students, and the class's pooled findings."""
+"""Classroom mode: the settings file, limits enforced where runs are created (the
+classroom decides, the store counts), fair queueing across students under the cap the
+classroom sets, and the class's pooled findings."""
 
 from __future__ import annotations
 
@@ -95,28 +96,48 @@ def test_classroom_off_limits_nothing(runs_dir, monkeypatch):
     monkeypatch.delenv(classroom.ENV_CLASSROOM, raising=False)
     store = RunStore(runs_dir / "runs.db")
     for _ in range(5):
-        store.create_run(*cfg(d_model=512, n_heads=8), owner="s-a")
+        classroom.create_run(store, *cfg(d_model=512, n_heads=8), owner="s-a")
     assert len(store.list_runs()) == 5
 
 
 def test_limits_enforced_at_create_run(room):
     store = room("[caps]\nd_model = 64\nrunning_per_student = 1\nqueued_per_student = 2\n")
     with pytest.raises(ClassroomError, match="d_model = 128 is over"):
-        store.create_run(*cfg(d_model=128), owner="s-a")
-    ids = [store.create_run(*cfg(), owner="s-a") for _ in range(3)]  # 1 running + 2 queued
+        classroom.create_run(store, *cfg(d_model=128), owner="s-a")
+    ids = [classroom.create_run(store, *cfg(), owner="s-a")
+           for _ in range(3)]  # 1 running + 2 queued
     with pytest.raises(ClassroomError, match="already have 0 run.s. running and 3 waiting"):
-        store.create_run(*cfg(), owner="s-a")
-    store.create_run(*cfg(), owner="s-b")  # a classmate is not blocked
-    store.create_run(*cfg(), owner=None)  # nor the teacher's command line
+        classroom.create_run(store, *cfg(), owner="s-a")
+    classroom.create_run(store, *cfg(), owner="s-b")  # a classmate is not blocked
+    classroom.create_run(store, *cfg(), owner=None)  # nor the teacher's command line
     store.finish_run(ids[0], "finished", None)
-    store.create_run(*cfg(), owner="s-a")  # a finished run frees a place
+    classroom.create_run(store, *cfg(), owner="s-a")  # a finished run frees a place
     assert len(store.list_runs()) == 6
+
+
+def test_the_owner_is_counted_inside_the_insert_transaction(runs_dir):
+    """The store shows an admission check the owner's counts (runs holding a slot, runs
+    waiting) inside the transaction that inserts the run; a refusal writes nothing."""
+    store = RunStore(runs_dir / "runs.db")
+    held = store.create_run(*cfg(), owner="s-a")
+    store.claim_next(4242)
+    store.create_run(*cfg(), owner="s-a")
+    store.create_run(*cfg(), owner="s-b")
+    seen = []
+
+    def refuse(holding, waiting):
+        seen.append((holding, waiting))
+        raise ClassroomError("no")
+    with pytest.raises(ClassroomError):
+        store.create_run(*cfg(), owner="s-a", admit=refuse)
+    assert seen == [(1, 1)] and store.get_run(held).pid == 4242
+    assert len(store.list_runs()) == 3
 
 
 def test_broken_settings_file_refuses_runs(room):
     store = room("[caps\n")
     with pytest.raises(ClassroomError, match="not valid TOML"):
-        store.create_run(*cfg(), owner="s-a")
+        classroom.create_run(store, *cfg(), owner="s-a")
     assert store.list_runs() == []
 
 
@@ -141,14 +162,17 @@ def test_fair_queue_round_robin_across_owners(runs_dir, monkeypatch):
 
 def test_fair_queue_per_owner_running_cap(room):
     store = room("[caps]\nrunning_per_student = 1\nqueued_per_student = 5\n")
-    a = [store.create_run(*cfg(), owner="s-a") for _ in range(3)]
-    b = store.create_run(*cfg(), owner="s-b")
-    assert store.claim_next(1, limit=4) == a[0]
-    assert store.claim_next(2, limit=4) == b
-    assert store.claim_next(3, limit=4) is None  # free slots, but s-a already holds one
+    cap = classroom.running_cap()  # what the job manager reads and passes on each round
+    assert cap == 1
+    a = [classroom.create_run(store, *cfg(), owner="s-a") for _ in range(3)]
+    b = classroom.create_run(store, *cfg(), owner="s-b")
+    assert store.claim_next(1, limit=4, per_owner=cap) == a[0]
+    assert store.claim_next(2, limit=4, per_owner=cap) == b
+    # free slots, but s-a already holds one
+    assert store.claim_next(3, limit=4, per_owner=cap) is None
     store.mark_running(a[0], 1, "cpu")
     store.finish_run(a[0], "finished", None)
-    assert store.claim_next(4, limit=4) == a[1]
+    assert store.claim_next(4, limit=4, per_owner=cap) == a[1]
 
 
 def test_class_findings_pool_seeds_across_students(runs_dir):
@@ -178,7 +202,7 @@ def room_runs(tmp_path_factory):
     import os
     import types
 
-    from llama_core.lab.jobs import execute_run
+    from llama_core.lab.worker import execute_run
     from runs_fixtures import TINY as TINY_RUN
 
     path = tmp_path_factory.mktemp("teacher-page-runs")

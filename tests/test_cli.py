@@ -38,7 +38,7 @@ def test_train_json_reports_the_contract_fields(tmp_path):
     assert [r["id"] for r in listed] == [result["run_id"]]
     shown = json.loads(cli("runs", "show", result["run_id"], "--json", runs_dir=tmp_path).stdout)
     assert [m["step"] for m in shown["metrics"]] == [10, 20]
-    from llama_core.data import load_corpus
+    from llama_core.corpora import load_corpus
     assert shown["model_config"]["vocab_size"] == load_corpus("shakespeare").vocab_size
     csv_text = cli("runs", "export", result["run_id"], runs_dir=tmp_path).stdout
     assert csv_text.splitlines()[0].startswith("run_id,name,group,status")

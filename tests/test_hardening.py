@@ -20,13 +20,15 @@ from safetensors.torch import save_file
 from llama_core.lab import classroom
 from llama_core.config import model_from_dict
 from llama_core.presets import build_configs
-from llama_core.data import MAX_CORPUS_BYTES, corpus_text, validate_text
+from llama_core.corpora import corpus_text
+from llama_core.data import MAX_CORPUS_BYTES, validate_text
 from llama_core.errors import CorpusError, UnknownCharactersError, UserError
 from llama_core.inspect import attention_maps
 from llama_core.lab.jobs import DISK_FULL_MESSAGE, execute_run
 from llama_core.lab.report import comparison_html
 from llama_core.lab.store import RunNotFound, RunStore, check_run_id
-from llama_core.training import generate_text, load_checkpoint, read_checkpoint
+from llama_core.checkpoint import load_checkpoint, read_checkpoint
+from llama_core.generate import generate_text
 from runs_fixtures import TINY, train_tiny_runs
 
 REPO = Path(__file__).resolve().parent.parent

@@ -40,7 +40,8 @@ from llama_core.memory import (RUNTIME_BYTES, check_fits, estimate, mem_availabl
                                parameter_count)
 from llama_core.model import Llama
 from llama_core.lab.store import RunStore
-from llama_core.training import load_checkpoint, read_checkpoint, train
+from llama_core.checkpoint import load_checkpoint, read_checkpoint
+from llama_core.training import train
 from runs_fixtures import trained_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -429,7 +430,7 @@ MEASURE = textwrap.dedent("""
     import json, sys
     import torch
     from llama_core.presets import build_configs
-    from llama_core.data import load_corpus
+    from llama_core.corpora import load_corpus
     from llama_core.training import train
 
     def kib(field):

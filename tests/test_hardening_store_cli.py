@@ -22,7 +22,7 @@ import pytest
 from llama_core.lab import store as runs_module
 from llama_core.presets import build_configs
 from llama_core.errors import UserError
-from llama_core.lab.jobs import DISK_FULL_MESSAGE
+from llama_core.lab.worker import DISK_FULL_MESSAGE
 from llama_core.lab.store import ORPHAN_MESSAGE, RunNotFound, RunStore
 from runs_fixtures import TINY, train_tiny_runs, wait_for
 

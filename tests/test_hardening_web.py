@@ -18,8 +18,8 @@ import pytest
 from playwright.sync_api import expect
 
 from llama_core.presets import build_configs
-from llama_core.data import (BUILTINS, check_offered, corpus_text, is_offered,
-                             save_upload)
+from llama_core.corpora import (BUILTINS, check_offered, corpus_text, is_offered,
+                                save_upload)
 from llama_core.errors import CorpusError, UserError
 from llama_core.lab.jobs import JobManager, NotYourRun
 from llama_core.lab.store import RunStore

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from llama_core.config import ModelConfig, TrainConfig
-from llama_core.lab.jobs import JobManager, execute_run
+from llama_core.lab.jobs import JobManager
+from llama_core.lab.worker import execute_run
 from llama_core.lab.store import RunStore
 from runs_fixtures import wait_for
 

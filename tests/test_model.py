@@ -726,7 +726,7 @@ def test_layer_health_draws_no_dropout_even_with_the_dropout_at_eval_bug():
 LIGHT = ("torch", "streamlit", "llama_core.lab.store", "llama_core.lab.jobs", "llama_core.lab.classroom")
 
 
-@pytest.mark.parametrize("first", ["", "from llama_core.training import load_checkpoint"])
+@pytest.mark.parametrize("first", ["", "from llama_core.checkpoint import load_checkpoint"])
 def test_public_api_imports_and_stays_light(first):
     """``import llama_core`` loads no torch and no lab machinery; the public names work
     whether or not a torch-backed module was imported before."""

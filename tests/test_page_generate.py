@@ -1,5 +1,5 @@
 """The Generate page (AppTest): runs side by side continue the same prompt with the same
-seed (the exact text llama_core.training.generate_text gives), bars of the next-character
+seed (the exact text llama_core.generate.generate_text gives), bars of the next-character
 probabilities at each step, and unknown characters named with the rest of the page kept."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from helpers_apptest import plotly_array as array, plotly_specs as bars
 from helpers_browser import REPO
 from helpers_markdown import as_read
 from llama_core.lab.store import RunStore
-from llama_core.training import generate_text, load_checkpoint
+from llama_core.checkpoint import load_checkpoint
+from llama_core.generate import generate_text
 from runs_fixtures import trained_store
 from ui.inspect_charts import CHOSEN
 from ui.inspect_compute import generate_with_probs

@@ -19,7 +19,8 @@ from helpers_browser import REPO
 from helpers_markdown import as_read
 from llama_core import inspect as lc_inspect
 from llama_core.presets import build_configs
-from llama_core.data import CharTokenizer, corpus_text
+from llama_core.corpora import corpus_text
+from llama_core.data import CharTokenizer
 from llama_core.model import Llama
 from llama_core.lab.store import ACTIVE, RunStore
 from runs_fixtures import train_tiny_runs

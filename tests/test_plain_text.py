@@ -232,8 +232,8 @@ def test_report_shows_hostile_names_as_text(tmp_path):
     ids = [store.create_run(as_trained(model, train), train, name=name, owner=name)
            for name in (EVIL, "[click](http://evil.example)")]
     for i, run_id in enumerate(ids):
-        store.add_metric(run_id, {"step": 1, "val_loss": 3.0 + i, "train_loss": 3.1})
-        store.add_sample(run_id, 1, EVIL)
+        store.add_metric(run_id, {"step": 1, "val_loss": 3.0 + i, "train_loss": 3.1,
+                                  "sample": EVIL})
     page = comparison_html(store, ids, title=EVIL, share_url="javascript:alert(1)",
                            include_plotlyjs=False)
     parser = Tags()

@@ -56,11 +56,11 @@ def test_round_trip(store):
                                "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 1000.0,
                                "sample": f"text at {step}", "extra": {"rms": [1.0, 2.0]},
                                "surprise": 1})
-    store.add_sample(rid, 31, "a later sample")
     metrics = store.metrics(rid)
     assert [m["step"] for m in metrics] == [10, 20, 30]
     assert metrics[0]["extra"] == {"rms": [1.0, 2.0], "surprise": 1}
-    assert [s["text"] for s in store.samples(rid)][-2:] == ["text at 30", "a later sample"]
+    assert [s["text"] for s in store.samples(rid)] == ["text at 10", "text at 20",
+                                                       "text at 30"]
     assert store.get_run(rid).steps == 30 and store.get_run(rid).tokens == 30 * 128
 
     ckpt = store.run_dir(rid, create=True) / "model.safetensors"
@@ -258,7 +258,7 @@ def test_invalid_run_ids(store, bad):
     with pytest.raises(UserError):
         store.run_dir(bad)
     with pytest.raises(UserError):
-        store.delete_run(bad)
+        store.delete_runs([bad])
 
 
 def test_unknown_run(store):
@@ -331,7 +331,7 @@ def test_claim_next_respects_limit(store):
     assert store.claim_next(111, limit=2) == ids[0]
     assert store.claim_next(112, limit=2) == ids[1]
     assert store.claim_next(113, limit=2) is None
-    assert store.count_active() == 2
+    assert [r.pid for r in store.list_runs(oldest_first=True)] == [111, 112, None]
     store.mark_running(ids[0], 111, "cpu")
     store.finish_run(ids[0], "finished", None, None)
     assert store.claim_next(113, limit=2) == ids[2]
@@ -376,7 +376,7 @@ def test_delete_removes_rows_and_folder(store):
     store.add_metric(rid, {"step": 1})
     folder = store.run_dir(rid, create=True)
     (folder / "model.safetensors").write_bytes(b"w")
-    store.delete_run(rid)
+    assert store.delete_runs([rid], force=True) == [rid]
     assert not folder.exists()
     with pytest.raises(RunNotFound):
         store.get_run(rid)
@@ -385,7 +385,7 @@ def test_delete_removes_rows_and_folder(store):
     live = store.create_run(MODEL, TRAIN)
     store.mark_running(live, os.getpid(), "cpu")
     with pytest.raises(UserError, match="still running"):
-        store.delete_run(live)
+        store.delete_runs([live], force=True)
     assert store.get_run(live).status == "running"
 
 

@@ -86,7 +86,7 @@ def generate_with_probs(model: Llama, tokenizer, prompt: str, length: int,
                         temperature: float = 0.8, top_k: int | None = None,
                         seed: int = 0, top: int = 10) -> tuple[str, pd.DataFrame]:
     """Continue ``prompt`` by ``length`` characters exactly as
-    ``llama_core.training.generate_text`` does (same seed, same text), keeping for each
+    ``llama_core.generate.generate_text`` does (same seed, same text), keeping for each
     step the ``top`` most likely next characters.
 
     Returns the generated text and a long table with columns step (1 = first

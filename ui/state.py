@@ -17,7 +17,8 @@ from contextlib import contextmanager
 import streamlit as st
 
 from llama_core.lab import classroom
-from llama_core.data import CharTokenizer, check_offered, corpus_text
+from llama_core.corpora import check_offered, corpus_text
+from llama_core.data import CharTokenizer
 from llama_core.errors import UserError
 from llama_core.lab.jobs import JobManager
 from llama_core.lab.store import Run, RunStore, default_runs_dir

@@ -18,7 +18,7 @@ import streamlit as st
 from llama_core.lab import classset
 from llama_core.lab.sweeps import BASELINE, parse_variant, plan_sweep, submit_plan, summarize
 from llama_core.presets import PRESETS, build_configs
-from llama_core.data import check_offered
+from llama_core.corpora import check_offered
 from llama_core.errors import UserError
 from llama_core.lab.store import ACTIVE, TERMINAL
 from ui import ablation_charts as ac

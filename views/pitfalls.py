@@ -21,7 +21,8 @@ from llama_core import inspect as lc_inspect
 from llama_core.lab.sweeps import BASELINE, new_group_id, summarize
 from llama_core.config import ModelConfig
 from llama_core.presets import build_configs
-from llama_core.data import SHAKESPEARE_CHARS, CharTokenizer
+from llama_core.corpora import SHAKESPEARE_CHARS
+from llama_core.data import CharTokenizer
 from llama_core.errors import UserError
 from llama_core.model import Llama
 from llama_core.lab.store import ACTIVE
@@ -158,7 +159,7 @@ def signature_extra(key: str, on: bool) -> None:
         st.caption(f"Head size {cfg.head_dim}: pair 0 should turn exactly 1 rad per position "
                    "(theta^0) and every other pair slower.")
     elif key == "dropout_at_eval":
-        from llama_core.training import generate_text
+        from llama_core.generate import generate_text
         model = model_with(p["bug"] if on else p["correct"])
         texts = [generate_text(model, tokenizer(), "\n", 40, temperature=0.0, seed=s)
                  for s in (0, 0)]
@@ -255,7 +256,7 @@ def train_live(key: str) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def trained_model(path: str, mtime: float):
-    from llama_core.training import load_checkpoint
+    from llama_core.checkpoint import load_checkpoint
     model, _, _ = load_checkpoint(path)
     return model
 

@@ -21,7 +21,7 @@ from llama_core.lab.classroom import offered_presets
 from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig,
                                model_from_dict)
 from llama_core.presets import PRESETS, build_configs
-from llama_core.data import UPLOAD_PREFIX, list_corpora, save_upload
+from llama_core.corpora import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
 from llama_core.lab.store import TERMINAL
 from llama_core.speed import estimate, mfu, peak_flops

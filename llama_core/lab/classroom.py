@@ -129,7 +129,7 @@ class Classroom:
     def corpus_open(self, corpus: Any) -> bool:
         """Whether runs may train on this corpus: one the file lists by name, or an
         upload when the list holds "uploads"."""
-        from ..data import UPLOAD_PREFIX  # lazily: the store's readers need no torch
+        from ..corpora import UPLOAD_PREFIX  # lazily: the store's readers need no torch
         if self.corpora is None:
             return True
         if isinstance(corpus, str) and corpus.startswith(UPLOAD_PREFIX):

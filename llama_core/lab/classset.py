@@ -2,7 +2,7 @@
 
 ``data/classset/`` holds the ladder, every single-modification ablation, a depth-8
 gradient-health comparison and the pitfall comparisons, all trained by the project's
-own sweep path (``ablation.plan_sweep`` -> ``ablation.submit_plan`` -> ``JobManager`` ->
+own sweep path (``sweeps.plan_sweep`` -> ``sweeps.submit_plan`` -> ``JobManager`` ->
 the run store) on the built-in ``shakespeare`` corpus, then exported small:
 
 - ``manifest.json``: what was run, the command that regenerates it, the machine, the
@@ -33,8 +33,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .sweeps import (BASELINE, STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan,
-                       variant_label, wait_for)
+from .output_file import write_text_atomically
+from .sweeps import (STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan, variant_label,
+                     wait_for)
 from ..presets import LADDER
 from ..errors import UserError
 from .store import METRIC_COLUMNS, REPO_ROOT, Run, RunNotFound, RunStore, check_run_id
@@ -219,9 +220,6 @@ class ClassSet:
             raise RunNotFound(f"There is no run {run_id!r} in the class set.")
         return self._runs[run_id]
 
-    def __contains__(self, run_id: str) -> bool:
-        return run_id in self._runs
-
     def metrics(self, run_id: str, since_step: int | None = None) -> list[dict]:
         rows = self._metrics.get(check_run_id(run_id), [])
         return [dict(m) for m in rows if since_step is None or m["step"] > since_step]
@@ -266,12 +264,6 @@ def load(folder: str | os.PathLike | None = None) -> ClassSet:
 
 # --- Writing ------------------------------------------------------------------------
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _run_record(store, run: Run) -> dict:
     d = run.to_dict()
     for key in _DROPPED:
@@ -293,9 +285,11 @@ def write(folder: Path, runs: list[Run], store, manifest: dict) -> None:
                                                                  separators=(",", ":"))
             w.writerow([r.id] + ["" if m[c] is None else repr(m[c]) if isinstance(
                 m[c], float) else m[c] for c in METRIC_COLUMNS] + [extra])
-    _atomic_write(folder / "metrics.csv", buf.getvalue())
-    _atomic_write(folder / "runs.json", json.dumps(records, indent=1, sort_keys=True))
-    _atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    write_text_atomically(folder / "metrics.csv", buf.getvalue(), "--out")
+    write_text_atomically(folder / "runs.json", json.dumps(records, indent=1, sort_keys=True),
+                          "--out")
+    write_text_atomically(folder / "manifest.json",
+                          json.dumps(manifest, indent=1, sort_keys=True), "--out")
 
 
 def plan(sections: Iterable[str]) -> list[tuple[Section, list[PlannedRun]]]:
@@ -477,58 +471,5 @@ def verify(run_id: str | None = None, folder=None) -> dict:
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 
-# --- The command line ---------------------------------------------------------------
-
-def cmd_classset(args) -> int:
-    if args.action == "build":
-        sections = [s for part in (args.only or []) for s in part.split(",") if s]
-        manifest = build(args.out, sections or None, parallel=args.parallel, db=args.db)
-        if args.json:
-            print(json.dumps(manifest))
-        return 0
-    if args.action == "verify":
-        report = verify(args.run, args.out)
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print(f"{report['run_id']} ({report['name']}, seed {report['seed']}): "
-                  f"{report['evaluations']} evaluations retrained in {report['wall_s']} s, "
-                  f"largest loss difference {report['max_abs_loss_difference']:.3g} "
-                  f"(CPU {report['this_cpu_capability']}, record made on "
-                  f"{report['stored_cpu_capability']})")
-        return 0 if report["same_steps"] and report["max_abs_loss_difference"] <= 1e-6 else 1
-    cs = load(args.out)
-    rows = [{"group": g, "runs": n, "title": GROUPS[g].title if g in GROUPS else ""}
-            for g, n in cs.groups().items()]
-    if args.json:
-        print(json.dumps({"folder": str(cs.folder), "manifest": cs.manifest,
-                          "groups": rows}))
-    else:
-        if not rows:
-            print(f"No class set in {cs.folder}; build it with `{COMMAND}`.")
-        for r in rows:
-            print(f"{r['group']:<20} {r['runs']:>3} runs  {r['title']}")
-    return 0
-
-
-def add_classset_command(sub) -> None:
-    p = sub.add_parser(
-        "classset", help="build, show or verify the ready-made class set (data/classset/)",
-        description="build: train the ladder, every single-modification ablation, the "
-                    "depth-8 health comparison and the pitfall comparisons through the "
-                    "sweep path and write them small into data/classset/. show: list "
-                    "its groups. verify: retrain one record and compare.")
-    p.add_argument("action", choices=["build", "show", "verify"])
-    p.add_argument("--only", action="append", metavar="SECTION[,SECTION]",
-                   help=f"build only these sections: {', '.join(SECTIONS)}")
-    p.add_argument("--out", help="class-set folder (default data/classset/)")
-    p.add_argument("--parallel", type=int, help="runs at once (default: one per core)")
-    p.add_argument("--db", help="keep the training runs in this run store "
-                                "(default: a temporary one)")
-    p.add_argument("--run", help="verify: the record to retrain (default the cheapest)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_classset)
-
-
 __all__ = ["ClassSet", "SECTIONS", "GROUPS", "load", "build", "verify", "retrain",
-           "cheapest_run", "add_classset_command", "BASELINE", "variant_label"]
+           "cheapest_run"]

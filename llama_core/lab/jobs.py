@@ -64,7 +64,7 @@ from typing import Any
 from ..config import (ModelConfig, TrainConfig, model_from_dict, train_from_dict,
                      validate_model, validate_train)
 from . import classroom
-from ..data import check_offered
+from ..corpora import check_offered
 from ..errors import UserError
 from .store import (REPO_ROOT, DiskFull, RunNotFound, RunStore, StoreError, check_run_id,
                    pid_alive)
@@ -322,7 +322,7 @@ def _warm_up() -> None:
     if threads and threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
     from ..training import train
-    from ..data import load_corpus
+    from ..corpora import load_corpus
     try:
         corpus = load_corpus(TrainConfig().corpus)
         train(

@@ -29,7 +29,11 @@ recover``, see ``store_repair``), a full disk (``DiskFull``), a read-only or loc
 file. A run's owner is its pid *and* that process's start time, so a run whose process
 died is noticed even after the kernel gave its pid to another program.
 
-Storage only: starting, queueing and stopping processes is ``llama_core.lab.jobs``.
+Storage only: starting, queueing and stopping processes is ``llama_core.lab.jobs``, and
+policy (who may queue or start what) is ``llama_core.lab.classroom``'s. The store offers
+the transactions and counts it decides on: ``create_run(admit=...)`` shows an owner's
+counts to an admission check inside the insert's transaction, and ``claim_next`` takes
+the per-owner cap it is told.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted",
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "stopped", "failed", "interrupted", "diverged")
 RUN_ID_RE = re.compile(r"^[a-z0-9-]{1,40}$")
+# A run holds one of the limited slots from the moment a process claims it until it ends;
+# a queued run nobody has claimed yet is waiting for one.
+_HOLDS_SLOT = "(status = 'running' OR (status = 'queued' AND pid IS NOT NULL))"
+_WAITING = "(status = 'queued' AND pid IS NULL)"
 
 METRIC_COLUMNS = ("step", "tokens", "seconds", "train_loss", "val_loss", "lr", "grad_norm",
                   "tokens_per_s")
@@ -680,11 +688,16 @@ class RunStore:
 
     def create_run(self, model_cfg: Any, train_cfg: Any, name: str | None = None,
                    group: str | None = None, owner: str | None = None,
-                   pid: int | None = None) -> str:
+                   pid: int | None = None,
+                   admit: Callable[[int, int], None] | None = None) -> str:
         """Add a queued run and return its id.
 
         ``pid`` claims the run for a process that will execute it itself (the command
-        line's in-process ``train``), so no job manager starts it too."""
+        line's in-process ``train``), so no job manager starts it too. ``admit(holding,
+        waiting)`` is called inside the insert's transaction with the owner's runs
+        holding a slot and runs waiting for one; it raises to refuse the run, and then
+        nothing is written (the classroom's per-student caps: two tabs cannot both take
+        the last place)."""
         model = _as_dict(model_cfg)
         train = _as_dict(train_cfg)
         if group is not None and (not isinstance(group, str) or not RUN_ID_RE.match(group)):
@@ -700,18 +713,12 @@ class RunStore:
                    owner=owner, pid=pid, pid_start=process_start(pid),
                    code_version=code_version(),
                    torch_version=_installed_torch_version())
-        from . import classroom
-        settings = classroom.current()  # classroom mode: the teacher's limits, or None
-        if settings is not None:
-            settings.check_run(model, train)
 
         def insert(c, run_id):
-            if settings is not None and owner is not None:  # counted in the same transaction
-                running, queued = c.execute(
-                    "SELECT COALESCE(SUM(status = 'running' OR (status = 'queued' AND pid "
-                    "IS NOT NULL)), 0), COALESCE(SUM(status = 'queued' AND pid IS NULL), 0) "
-                    "FROM runs WHERE owner = ?", (owner,)).fetchone()
-                settings.check_owner(owner, running, queued)
+            if admit is not None:
+                admit(*c.execute(
+                    f"SELECT COALESCE(SUM({_HOLDS_SLOT}), 0), COALESCE(SUM({_WAITING}), 0) "
+                    "FROM runs WHERE owner IS ?", (owner,)).fetchone())
             c.execute('INSERT INTO runs (id, ' + ", ".join(f'"{k}"' for k in row)
                       + ") VALUES (?" + ", ?" * len(row) + ")", (run_id, *row.values()))
 
@@ -758,11 +765,6 @@ class RunStore:
             args.append(int(limit))
         return [_row_to_run(r) for r in self._read(sql, tuple(args))]
 
-    def count_active(self) -> int:
-        """Runs that hold a slot: running, or queued and already claimed by a process."""
-        return self._read("SELECT COUNT(*) FROM runs WHERE status = 'running' "
-                          "OR (status = 'queued' AND pid IS NOT NULL)")[0][0]
-
     def claim_next(self, pid: int, limit: int | None = None,
                    per_owner: int | None = None) -> str | None:
         """Atomically give the next unclaimed queued run to ``pid`` if fewer than
@@ -773,25 +775,21 @@ class RunStore:
         latest run started earliest, or never), then it is the oldest of that owner's
         queued runs. So one student's ten queued runs take turns with a classmate's
         one instead of going first. Runs without an owner form one owner and keep
-        first-in, first-out order among themselves. ``per_owner`` (classroom mode) skips
-        owners who already hold that many slots."""
-        if not self._read("SELECT 1 FROM runs WHERE status = 'queued' AND pid IS NULL "
-                          "LIMIT 1"):
+        first-in, first-out order among themselves. ``per_owner`` skips owners who
+        already hold that many slots (runs without an owner are never skipped)."""
+        if not self._read(f"SELECT 1 FROM runs WHERE {_WAITING} LIMIT 1"):
             return None  # the common case, answered without taking the write lock
-        if per_owner is None:
-            from .classroom import running_cap
-            per_owner = running_cap()
         started = process_start(pid)
 
         def claim(c):
             if limit is not None:
-                active = c.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' OR "
-                                   "(status = 'queued' AND pid IS NOT NULL)").fetchone()[0]
-                if active >= limit:
+                holding = c.execute(
+                    f"SELECT COUNT(*) FROM runs WHERE {_HOLDS_SLOT}").fetchone()[0]
+                if holding >= limit:
                     return None
             row = c.execute(
-                "WITH holding AS (SELECT owner, COUNT(*) AS n FROM runs WHERE status = "
-                "'running' OR (status = 'queued' AND pid IS NOT NULL) GROUP BY owner), "
+                "WITH holding AS (SELECT owner, COUNT(*) AS n FROM runs WHERE "
+                f"{_HOLDS_SLOT} GROUP BY owner), "
                 "served AS (SELECT owner, MAX(COALESCE(started, created)) AS t FROM runs "
                 "WHERE pid IS NOT NULL OR started IS NOT NULL GROUP BY owner) "
                 "SELECT q.id FROM runs q "
@@ -898,18 +896,6 @@ class RunStore:
                       "WHERE id = ?", (values[0], values[1] or 0, run_id))
         self._write(add)
 
-    def add_sample(self, run_id: str, step: int, text: str) -> None:
-        check_run_id(run_id)
-
-        def add(c):
-            try:
-                c.execute("INSERT OR REPLACE INTO samples (run_id, step, text) "
-                          "VALUES (?, ?, ?)", (run_id, int(step), str(text)))
-            except sqlite3.IntegrityError:
-                raise RunNotFound(f"There is no run {run_id!r} to add a sample to; it may "
-                                  "have been deleted.") from None
-        self._write(add)
-
     def finish_run(self, run_id: str, status: str, result: dict | None = None,
                    error: str | None = None) -> bool:
         """Record how a run ended. Only an unfinished run (queued, running, or marked
@@ -990,11 +976,6 @@ class RunStore:
                           (check_run_id(run_id),))
         return bool(rows and rows[0][0])
 
-    def delete_run(self, run_id: str) -> None:
-        """Delete a run's rows and its folder. A run whose process is still alive must be
-        stopped first, so a live process never writes into a deleted run."""
-        self.delete_runs([run_id], force=True)
-
     def delete_runs(self, run_ids: Iterable[str], force: bool = False) -> list[str]:
         """Delete several runs in one transaction, all or none: every id must exist and
         no run may still have a live process. Without ``force`` a queued or running run
@@ -1033,8 +1014,8 @@ class RunStore:
         precisely)."""
         skip = set(skip_pids)
         owned = [(rid, status, pid, started) for rid, status, pid, started in self._read(
-            "SELECT id, status, pid, pid_start FROM runs WHERE status = 'running' "
-            "OR (status = 'queued' AND pid IS NOT NULL)") if pid not in skip]
+            f"SELECT id, status, pid, pid_start FROM runs WHERE {_HOLDS_SLOT}")
+            if pid not in skip]
         gone = [o for o in owned if not owner_alive(o[2], o[3])]
         if not gone:
             return []

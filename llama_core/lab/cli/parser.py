@@ -1,4 +1,5 @@
-"""The command line's argument parser: a mistake in the arguments is one sentence.
+"""The command line's argument parser: a mistake in the arguments is one sentence, and
+the flags every training command shares.
 
 argparse answers ``--steps nan`` with the whole usage block and a terse
 ``argument --steps: invalid int value: 'nan'``. ``SentenceParser`` prints only
@@ -14,6 +15,8 @@ import re
 import sys
 from typing import NoReturn
 
+from ...errors import UserError
+from ...presets import PRESETS
 from ..plain_text import terminal_text
 
 EXIT_USER_ERROR = 2
@@ -55,3 +58,39 @@ class SentenceParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"llama_core: {terminal_text(sentence(message, self.prog))}\n")
         sys.exit(EXIT_USER_ERROR)
+
+
+# --- The configuration flags of train and sweep ----------------------------------------
+
+# flag attribute -> the config field it sets
+_CONFIG_FLAGS = (("corpus", "corpus"), ("steps", "steps"), ("time_budget", "time_budget"),
+                 ("device", "device"), ("seed", "seed"))
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help=f"start from a preset: {', '.join(PRESETS)}")
+    p.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
+                   help="set any ModelConfig or TrainConfig field, e.g. --set norm=layernorm")
+    p.add_argument("--corpus", help="shakespeare (built in), tinyshakespeare, or a text file")
+    p.add_argument("--steps", type=int, help="number of optimizer steps (a cap when a "
+                                             "time budget is given)")
+    p.add_argument("--time-budget", type=float, help="train for this many seconds")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+
+
+def config_overrides(args) -> dict[str, str]:
+    """The config fields the flags set, as text for ``build_configs``: every
+    ``--set a=1 b=2 --set c=3`` pair, then ``--corpus``, ``--steps``, ``--time-budget``,
+    ``--device`` and ``--seed`` where given."""
+    out: dict[str, str] = {}
+    for pair in [p for group in (args.set or []) for p in group]:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes key=value, not {pair!r}.")
+        out[key.strip()] = value
+    for flag, key in _CONFIG_FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = str(value)
+    return out
