@@ -24,7 +24,7 @@ from llama_core.corpora import corpus_text
 from llama_core.data import MAX_CORPUS_BYTES, validate_text
 from llama_core.errors import CorpusError, UnknownCharactersError, UserError
 from llama_core.inspect import attention_maps
-from llama_core.lab.jobs import DISK_FULL_MESSAGE, execute_run
+from llama_core.lab.worker import DISK_FULL_MESSAGE, execute_run
 from llama_core.lab.report import comparison_html
 from llama_core.lab.store import RunNotFound, RunStore, check_run_id
 from llama_core.checkpoint import load_checkpoint, read_checkpoint
@@ -176,7 +176,8 @@ CASES = [
      "There is no run"),
     ("run-dir-traversal", lambda c: c["store"].run_dir("../outside", create=True),
      UserError, "not a run id"),
-    ("delete-traversal", lambda c: c["store"].delete_run(".."), UserError, "not a run id"),
+    ("delete-traversal", lambda c: c["store"].delete_runs([".."]), UserError,
+     "not a run id"),
     ("stop-unknown", lambda c: c["store"].request_stop("rdeadbeef"), UserError, "no run"),
     ("export-traversal", lambda c: c["store"].export(["../x"]), UserError, "not a run id"),
     ("report-traversal", lambda c: comparison_html(c["store"], ["/etc/passwd"]), UserError,
@@ -197,17 +198,20 @@ CASES = [
      "not SQLite"),
     ("store-is-a-folder", lambda c: RunStore(c["files"]["folder"]), UserError, "folder"),
     # --- classroom limits and settings
-    ("classroom-over-cap", lambda c: c["room"]("[caps]\nd_model = 32\n").create_run(
-        *build_configs("tiny", {"d_model": 64}), owner="s-x"), UserError,
-     "over this classroom's cap"),
-    ("classroom-locked-field", lambda c: c["room"]("[locked]\nnorm = 'rmsnorm'\n")
-     .create_run(*build_configs("tiny", {"norm": "layernorm"}), owner="s-x"), UserError,
+    ("classroom-over-cap", lambda c: classroom.create_run(
+        c["room"]("[caps]\nd_model = 32\n"), *build_configs("tiny", {"d_model": 64}),
+        owner="s-x"), UserError, "over this classroom's cap"),
+    ("classroom-locked-field", lambda c: classroom.create_run(
+        c["room"]("[locked]\nnorm = 'rmsnorm'\n"),
+        *build_configs("tiny", {"norm": "layernorm"}), owner="s-x"), UserError,
      "locked by the teacher"),
-    ("classroom-corpus-path", lambda c: c["room"]("[classroom]\ncorpora = ['shakespeare']\n")
-     .create_run(*build_configs("tiny", {"corpus": "/etc/passwd"}), owner="s-x"),
+    ("classroom-corpus-path", lambda c: classroom.create_run(
+        c["room"]("[classroom]\ncorpora = ['shakespeare']\n"),
+        *build_configs("tiny", {"corpus": "/etc/passwd"}), owner="s-x"),
      UserError, "not open in this classroom"),
-    ("classroom-broken-file", lambda c: c["room"]("[caps]\nd_model = -3\n").create_run(
-        *build_configs("tiny"), owner="s-x"), UserError, "at least 1"),
+    ("classroom-broken-file", lambda c: classroom.create_run(
+        c["room"]("[caps]\nd_model = -3\n"), *build_configs("tiny"), owner="s-x"),
+     UserError, "at least 1"),
 ]
 
 
@@ -305,7 +309,7 @@ def test_full_disk_fails_the_run_clearly_and_keeps_the_others(tmp_path):
     code = ("import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))\n"
-            "from llama_core.lab.jobs import execute_run\n"
+            "from llama_core.lab.worker import execute_run\n"
             "sys.exit(execute_run(sys.argv[1], sys.argv[2]))\n")
     r = subprocess.run([sys.executable, "-c", code, str(db), victim], capture_output=True,
                        text=True, cwd=REPO, timeout=300,

@@ -1,4 +1,4 @@
-"""Classroom mode: a teacher's settings file, enforced wherever a run is created.
+"""Classroom mode: a teacher's settings file, and the admission rules it sets.
 
 A TOML file named by the environment variable ``LLAMA_LAB_CLASSROOM`` (see
 ``classroom.example.toml``) sets which presets the pages offer, fields students cannot
@@ -6,10 +6,13 @@ change (``[locked]``), and caps on model size, steps, time, evaluation cost, thr
 how many runs each student (each browser, the run's ``owner``: ui.state.owner_id) may
 have running and queued.
 
-The caps are checked in ``RunStore.create_run`` (so the command line, every page and a
-sweep obey them alike) with one sentence per violation, and the per-student running cap
-is honoured by ``RunStore.claim_next``, which also queues fairly: the next run to start
-belongs to the student with the fewest runs going, then the one served longest ago.
+This module decides; the run store only stores and counts. Every run is created through
+``create_run`` (the command line, every page and a sweep alike), which checks the
+settings' limits with one sentence per violation and hands the store the per-student
+check to run on the owner's counts inside its insert transaction. The job manager asks
+``running_cap`` on every round and tells ``RunStore.claim_next``, which also queues
+fairly: the next run to start belongs to the student with the fewest runs going, then
+the one served longest ago.
 
 Runs with no owner (the teacher's command line) are exempt from the per-student caps,
 not from the model caps and locks. Without the environment variable nothing is limited.
@@ -304,6 +307,19 @@ def check_limits(model, train) -> None:
         settings.check_run(model, train)
 
 
+def create_run(store, model, train, *, owner: str | None = None, **fields) -> str:
+    """Queue a run in ``store`` as the classroom allows: its settings within the limits,
+    and its owner under the per-student caps, counted in the same transaction as the
+    insert. ``fields`` go to ``RunStore.create_run`` (name, group, pid)."""
+    settings = current()
+    if settings is None:
+        return store.create_run(model, train, owner=owner, **fields)
+    settings.check_run(model, train)
+    return store.create_run(
+        model, train, owner=owner, **fields,
+        admit=lambda holding, waiting: settings.check_owner(owner, holding, waiting))
+
+
 def offered_presets(names=None) -> list[str]:
     """The presets a page should offer: the classroom's list, or all of them when
     classroom mode is off (or its file is broken: create_run says why at launch)."""
@@ -316,7 +332,9 @@ def offered_presets(names=None) -> list[str]:
 
 
 def running_cap() -> int | None:
-    """Per-student cap on runs holding a slot, for claim_next; None without one."""
+    """Per-student cap on runs holding a slot, for the job manager to pass to
+    ``RunStore.claim_next``; None without one (or with a broken file: no run is
+    admitted then anyway)."""
     try:
         settings = current()
     except UserError:
@@ -339,7 +357,7 @@ def variant_key(run, by: str = "name") -> str:
 
 
 def class_findings(runs, by: str = "name") -> list[dict]:
-    """The class's seeds pooled into one distribution per variant: ablation.summarize
+    """The class's seeds pooled into one distribution per variant: sweeps.summarize
     over every finished run, grouped ``by`` name or by config. Seeds pair variants with
     the baseline as in an ablation; two classmates' runs with the same seed in one
     variant both count (the second gets a pooled seed of its own). Each row also lists
@@ -370,4 +388,5 @@ def class_findings(runs, by: str = "name") -> list[dict]:
 
 
 __all__ = ["Classroom", "ClassroomError", "ENV_CLASSROOM", "load", "parse", "current",
-           "check_limits", "running_cap", "offered_presets", "class_findings", "variant_key"]
+           "check_limits", "create_run", "running_cap", "offered_presets", "class_findings",
+           "variant_key"]

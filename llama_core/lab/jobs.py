@@ -5,27 +5,28 @@ Why processes: training must never run in the dashboard's script thread, a crash
 process that later forks. So every run executes in a fresh OS process started with
 ``start_new_session=True`` (its own process group, which a stop can signal as a whole,
 and which outlives the dashboard: a server restart does not kill a run that is halfway).
+What such a process does is ``llama_core.lab.worker``; this module starts, watches and
+stops them.
 
 The store is the queue. ``submit`` only writes a queued run to the SQLite store;
-``RunStore.claim_next`` hands the oldest queued run to a process inside one
+``RunStore.claim_next`` hands the next queued run to a process inside one
 ``BEGIN IMMEDIATE`` transaction, and only while fewer than ``max_concurrent`` runs hold
-a slot. Because the count and the queue live in the database, the limit holds across
-several managers (a second dashboard, a code reload) and the queue survives a restart.
+a slot (and, in a classroom, while the student holds fewer than the per-student cap,
+which the manager reads from ``classroom.running_cap`` on every round). Because the
+count and the queue live in the database, the limit holds across several managers (a
+second dashboard, a code reload) and the queue survives a restart.
 
 Fast start: importing torch and llama_core takes 1-2 s on two cores, and building the
 first torch optimizer imports ``torch._dynamo`` (another ~1.5 CPU-s), longer than the
-whole of a tiny run. The manager therefore keeps *warm workers*: processes started
-ahead of time (``python -c "...worker_main()" --db PATH``) that import torch and
-llama_core, load the default corpus, train a throw-away two-step model on the CPU (so
-autograd, AdamW and generation are warm), say ``ready`` on a pipe and block reading one
-line, ``<run id> <gpu|->``, from stdin. A worker executes exactly one run and exits, so
-runs never share a process (no leaked state, memory returned, a kill hits one run), and
-the manager boots a replacement, but only once the new run has stored its first metric
-(or after ``SPAWN_DEFER_S``) unless a free slot needs it now: on two cores a booting
-worker would otherwise slow the very start it is meant to speed up (median first metric
-1.0 s against 0.04 s, measured with benchmarks/bench_runs.py). CUDA is never touched during warm-up, so the
-GPU a worker should use can still be chosen when the run is handed over. If workers keep
-dying before they are ready, or ``warm=False``, the manager falls back to the plain
+whole of a tiny run. The manager therefore keeps *warm workers* (``worker.worker_main``,
+started ahead of time with ``--db PATH``) that are ready and wait for one run id on
+stdin. A worker executes exactly one run and exits, so runs never share a process (no
+leaked state, memory returned, a kill hits one run), and the manager boots a
+replacement, but only once the new run has stored its first metric (or after
+``SPAWN_DEFER_S``) unless a free slot needs it now: on two cores a booting worker would
+otherwise slow the very start it is meant to speed up (median first metric 1.0 s against
+0.04 s, measured with benchmarks/bench_runs.py). If workers keep dying before they are
+ready, or ``warm=False``, the manager falls back to the plain
 ``python -m llama_core train --run-id ID --db PATH`` subprocess.
 
 Each job gets ``threads = max(1, cores // max_concurrent)`` (``LLAMA_LAB_THREADS`` and
@@ -40,10 +41,6 @@ or interrupted (metrics kept) in a sentence a student can act on, starts queued 
 when slots free, escalates stops (``stop_requested`` in the store, which the trainer
 checks every step and then saves; after ``stop_grace_s`` SIGTERM; after ``kill_grace_s``
 more SIGKILL) and sweeps orphans: runs marked running whose process no longer exists.
-
-``execute_run`` is the body of one job, shared by warm workers and the command line's
-``train --run-id``: it loads the configs from the store, trains with metrics flushed to
-the store at every evaluation, and records how it ended.
 """
 
 from __future__ import annotations
@@ -56,36 +53,24 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..config import (ModelConfig, TrainConfig, model_from_dict, train_from_dict,
-                     validate_model, validate_train)
-from . import classroom
+                      validate_model, validate_train)
 from ..corpora import check_offered
 from ..errors import UserError
-from .store import (REPO_ROOT, DiskFull, RunNotFound, RunStore, StoreError, check_run_id,
-                   pid_alive)
+from . import classroom
+from .store import REPO_ROOT, RunNotFound, RunStore, check_run_id, pid_alive
+from .worker import ENV_NICE, ENV_THREADS, FORCED_STOP_MESSAGE, PROCESS_LOG
 
 log = logging.getLogger("llama_core.lab.jobs")
 
-ENV_THREADS = "LLAMA_LAB_THREADS"
-ENV_NICE = "LLAMA_LAB_JOB_NICE"
 JOB_NICE = 5  # how much a job yields the CPU to the server answering pages
-OOM_MESSAGE = "The run ran out of GPU memory; use a smaller batch_size, context_window or d_model."
-CPU_OOM_MESSAGE = ("The run ran out of memory; use a smaller batch_size, context_window "
-                   "or d_model.")
-DISK_FULL_MESSAGE = ("The run could not save its files because the disk is full (or over "
-                     "its quota); free some space and start it again. The metrics up to "
-                     "then are kept.")
-PROCESS_LOG = "process.log"
-ERROR_LOG = "error.log"
 WORKER_LOG = "workers.log"
 SPAWN_DEFER_S = 5.0  # hold back booting spares this long while a new run starts up
 
-_WORKER_BOOT = ("import sys; from llama_core.lab.jobs import worker_main; "
+_WORKER_BOOT = ("import sys; from llama_core.lab.worker import worker_main; "
                 "sys.exit(worker_main(sys.argv[1:]))")
 
 
@@ -105,25 +90,6 @@ def gpu_count() -> int:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:
         return 0
-
-
-def default_max_concurrent() -> int:
-    """One run per GPU with CUDA; otherwise half the cores, so each run gets two."""
-    gpus = gpu_count()
-    return gpus if gpus else max(1, available_cores() // 2)
-
-
-def lower_priority() -> None:
-    """Yield the CPU to the dashboard: renice this job by $LLAMA_LAB_JOB_NICE, once.
-
-    Call it before torch starts its thread pool (threads inherit the priority of the
-    thread that creates them)."""
-    nice = os.environ.pop(ENV_NICE, "")
-    if nice.isdigit() and int(nice) > 0:
-        try:
-            os.nice(int(nice))
-        except OSError:
-            pass  # not allowed here: train at the priority we have
 
 
 def _child_env(threads: int) -> dict[str, str]:
@@ -146,224 +112,34 @@ def _signal_name(rc: int) -> str:
         return f"signal {-rc}"
 
 
-# --- One job ------------------------------------------------------------------------
+# --- Who may queue or stop a run ----------------------------------------------------
 
-class _Terminated(BaseException):
-    """SIGTERM arrived: unwind the trainer (not an Exception, so nothing swallows it)."""
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _is_cuda_oom(e: BaseException) -> bool:
-    torch = sys.modules.get("torch")
-    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(e, oom_type):
-        return True
-    return isinstance(e, RuntimeError) and "CUDA out of memory" in str(e)
-
-
-def _is_disk_full(e: BaseException) -> bool:
-    """No space left, a quota or a file-size limit hit while writing the run's files."""
-    import errno
-    codes = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-    while e is not None:
-        if isinstance(e, DiskFull) or (isinstance(e, OSError) and e.errno in codes):
-            return True
-        if "No space left on device" in str(e) or "File too large" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+def admit(model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict,
+          offered_corpora_only: bool = False) -> tuple[ModelConfig, TrainConfig]:
+    """Every check a run passes before it may be queued, none of which opens a file:
+    valid configs, a corpus the server offers (for a browser-facing manager), the
+    classroom's limits, and an estimated memory that fits what is free."""
+    model = (model_from_dict(model_cfg) if isinstance(model_cfg, dict)
+             else validate_model(model_cfg))
+    train = (train_from_dict(train_cfg) if isinstance(train_cfg, dict)
+             else validate_train(train_cfg))
+    if offered_corpora_only:
+        train = dataclasses.replace(train, corpus=check_offered(train.corpus))
+    classroom.check_limits(model, train)
+    from ..memory import check_fits  # lazily: torch, which the store needs not
+    check_fits(model, train)
+    return model, train
 
 
-def _is_cpu_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or (
-        isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(e))
+class NotYourRun(UserError):
+    """A dashboard user tried to control a run that another student started."""
 
 
-def execute_run(store_path: str | os.PathLike | None, run_id: str,
-                progress: bool = False) -> int:
-    """Train the queued run ``run_id`` of the store at ``store_path`` in this process.
-
-    Returns the exit code: 0 when the run ended as a run should (finished, stopped,
-    diverged), 1 when training crashed, 2 for a user's mistake (bad id, bad config, a
-    run that is not queued). Every outcome is recorded in the store; a user's mistake is
-    printed as one line on stderr.
-    """
-    lower_priority()  # started by a JobManager (from a shell, nothing is set)
-    try:
-        store = RunStore(store_path)
-        run = store.get_run(check_run_id(run_id))
-    except UserError as e:
-        print(e, file=sys.stderr)
-        return 2
-    if run.status != "queued":
-        print(f"Run {run_id} is {run.status}, not queued; start a new run to train again.",
-              file=sys.stderr)
-        return 2
-
-    def fail(message: str, code: int) -> int:
-        try:
-            store.finish_run(run_id, "failed", None, message)
-        except StoreError:  # the store cannot take it now (disk still full, damaged):
-            pass            # the run's dead owner gets it marked interrupted later
-        print(message, file=sys.stderr)
-        return code
-
-    try:
-        model_cfg = model_from_dict(run.model_config)
-        train_cfg = train_from_dict(run.train_config)
-    except UserError as e:
-        return fail(str(e), 2)
-    except TypeError as e:
-        return fail(f"The stored config of run {run_id} is damaged ({e}); start a new run.", 2)
-    threads = os.environ.get(ENV_THREADS)
-    if train_cfg.threads is None and threads and threads.isdigit() and int(threads) > 0:
-        train_cfg = dataclasses.replace(train_cfg, threads=int(threads))
-
-    run_dir = store.run_dir(run_id, create=True)
-    terminated = threading.Event()
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def on_term(signum, frame):
-            terminated.set()
-            raise _Terminated()
-        old_handler = signal.signal(signal.SIGTERM, on_term)
-    try:
-        try:
-            import torch
-
-            from ..training import resolve_device, train
-            device = resolve_device(train_cfg.device)
-        except UserError as e:
-            return fail(str(e), 2)
-        if not store.mark_running(run_id, os.getpid(), str(device), torch.__version__):
-            print(f"Run {run_id} was started or stopped elsewhere; nothing to do.",
-                  file=sys.stderr)
-            return 0
-
-        last_check = [0.0, False]
-
-        def should_stop() -> bool:
-            now = time.monotonic()
-            if now - last_check[0] >= 0.5:  # a read costs ~50 us; twice a second is plenty
-                last_check[0] = now
-                last_check[1] = store.stop_requested(run_id)
-            return last_check[1]
-
-        try:
-            result = train(model_cfg, train_cfg, on_eval=lambda r: store.add_metric(run_id, r),
-                           should_stop=should_stop,
-                           checkpoint_path=run_dir / "model.safetensors", progress=progress)
-        except UserError as e:
-            if _is_disk_full(e):  # the store's DiskFull: not the user's mistake
-                return fail(DISK_FULL_MESSAGE, 1)
-            return fail(str(e), 2)
-        except _Terminated:
-            stopped = store.stop_requested(run_id)
-            store.finish_run(run_id, "stopped" if stopped else "interrupted", None,
-                             "It was stopped by force because it did not stop on its own; "
-                             "the metrics up to then are kept." if stopped else
-                             "Its training process was terminated (SIGTERM) before it "
-                             "finished; the metrics up to then are kept.")
-            return 0 if stopped else 1
-        except KeyboardInterrupt:
-            store.finish_run(run_id, "interrupted", None,
-                             "It was interrupted (Ctrl+C) before it finished; the metrics up "
-                             "to then are kept.")
-            return 130
-        except Exception as e:
-            _write_traceback(run_dir, e)
-            if _is_disk_full(e):
-                return fail(DISK_FULL_MESSAGE, 1)
-            if _is_cuda_oom(e):
-                return fail(OOM_MESSAGE, 1)
-            if _is_cpu_oom(e):
-                return fail(CPU_OOM_MESSAGE, 1)
-            return fail(f"Training crashed ({_short(e)}); the full traceback is in "
-                        f"{run_dir / ERROR_LOG}.", 1)
-        result_dict = result.to_json() if hasattr(result, "to_json") else dataclasses.asdict(result)
-        store.finish_run(run_id, result.status, result_dict, result.error)
-        if result.error:
-            print(result.error, file=sys.stderr)
-        return 0
-    except _Terminated:  # SIGTERM before training began
-        store.finish_run(run_id, "interrupted", None,
-                         "Its training process was terminated (SIGTERM) before training "
-                         "began.")
-        return 1
-    except Exception as e:  # importing or setting up failed: a bug, not the user's
-        _write_traceback(run_dir, e)
-        return fail(f"Training could not start ({_short(e)}); the full traceback is in "
-                    f"{run_dir / ERROR_LOG}.", 1)
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
-
-
-def _write_traceback(run_dir: Path, e: BaseException) -> None:
-    try:
-        with open(run_dir / ERROR_LOG, "a", encoding="utf-8") as f:
-            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
-            f.write("".join(traceback.format_exception(e)))
-    except OSError:
-        pass
-
-
-# --- The warm worker ----------------------------------------------------------------
-
-def _warm_up() -> None:
-    """Pay every first-call cost (imports, corpus, autograd, AdamW, generation) now."""
-    threads = os.environ.get(ENV_THREADS)
-    import torch
-    if threads and threads.isdigit() and int(threads) > 0:
-        torch.set_num_threads(int(threads))
-    from ..training import train
-    from ..corpora import load_corpus
-    try:
-        corpus = load_corpus(TrainConfig().corpus)
-        train(
-            ModelConfig(context_window=8, d_model=16, n_layers=1, n_heads=2),
-            TrainConfig(steps=2, eval_interval=1, eval_batches=1, batch_size=2,
-                        sample_chars=2, warmup_steps=0, device="cpu"), corpus)
-    except Exception as e:  # a worker that is only half warm is still useful
-        print(f"warm-up skipped: {_short(e)}", file=sys.stderr)
-
-
-def worker_main(argv: list[str]) -> int:
-    """A warm worker: get ready, then execute the one run named on stdin and exit."""
-    db = argv[argv.index("--db") + 1] if "--db" in argv else None
-    ready = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # stray prints go to the log, never into the handshake pipe
-    lower_priority()
-    _warm_up()
-    try:
-        ready.write("ready\n")
-        ready.flush()
-    except (BrokenPipeError, OSError):
-        pass  # the manager stopped listening; stdin says whether there is work
-    line = sys.stdin.readline().split()
-    try:
-        ready.close()
-    except OSError:
-        pass
-    if not line:
-        return 0  # the manager closed the pipe: no run for us
-    run_id, gpu = line[0], (line[1] if len(line) > 1 else "-")
-    if gpu != "-":
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # CUDA is untouched so far
-    try:
-        run_dir = RunStore(db).run_dir(run_id, create=True)
-        fd = os.open(run_dir / PROCESS_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    except (UserError, OSError) as e:
-        print(f"worker cannot open the run's log: {e}", file=sys.stderr)
-    return execute_run(db, run_id)
+def check_owner(run, student: str) -> None:
+    """Refuse to let one student stop or delete another's run (read-only for them)."""
+    if run.owner != student:
+        raise NotYourRun(f"Run {run.id} was started by someone else, so you can watch it "
+                         "but not stop or delete it; only they or the teacher can.")
 
 
 # --- The manager --------------------------------------------------------------------
@@ -371,7 +147,6 @@ def worker_main(argv: list[str]) -> int:
 @dataclass
 class _Worker:
     proc: subprocess.Popen
-    spawned: float
     ready: bool = False
 
 
@@ -395,17 +170,6 @@ class _Job:
                     f.close()
             except OSError:
                 pass
-
-
-class NotYourRun(UserError):
-    """A dashboard user tried to control a run that another student started."""
-
-
-def check_owner(run, student: str) -> None:
-    """Refuse to let one student stop or delete another's run (read-only for them)."""
-    if run.owner != student:
-        raise NotYourRun(f"Run {run.id} was started by someone else, so you can watch it "
-                         "but not stop or delete it; only they or the teacher can.")
 
 
 class JobManager:
@@ -465,19 +229,9 @@ class JobManager:
 
     def admit(self, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict
               ) -> tuple[ModelConfig, TrainConfig]:
-        """Every check a run passes before it may be queued, none of which opens a file:
-        valid configs, a corpus this manager may offer, the classroom's limits. Callers
-        queuing several runs admit them all first, so a refusal queues none."""
-        model = (model_from_dict(model_cfg) if isinstance(model_cfg, dict)
-                 else validate_model(model_cfg))
-        train = (train_from_dict(train_cfg) if isinstance(train_cfg, dict)
-                 else validate_train(train_cfg))
-        if self.offered_corpora_only:
-            train = dataclasses.replace(train, corpus=check_offered(train.corpus))
-        classroom.check_limits(model, train)
-        from ..memory import check_fits  # lazily: torch, which the store needs not
-        check_fits(model, train)  # estimated memory against what is free
-        return model, train
+        """``admit`` with this manager's corpus rule. Callers queuing several runs admit
+        them all first, so a refusal queues none."""
+        return admit(model_cfg, train_cfg, self.offered_corpora_only)
 
     def submit(self, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict,
                name: str | None = None, group: str | None = None,
@@ -488,7 +242,8 @@ class JobManager:
         model, train = self.admit(model_cfg, train_cfg)
         from ..training import as_trained
         model = as_trained(model, train)
-        run_id = self.store.create_run(model, train, name=name, group=group, owner=owner)
+        run_id = classroom.create_run(self.store, model, train, name=name, group=group,
+                                      owner=owner)
         with self._lock:
             self._start_queued()
         self._wake.set()
@@ -545,14 +300,6 @@ class JobManager:
         """Ids of the runs whose processes this manager started and that still run."""
         with self._lock:
             return list(self._jobs)
-
-    def snapshot(self) -> dict:
-        """What the manager is doing, for a status line in the dashboard."""
-        with self._lock:
-            return {"max_concurrent": self.max_concurrent, "threads": self.threads,
-                    "warm": self.warm, "warm_ready": sum(w.ready for w in self._spares),
-                    "warm_spares": len(self._spares), "jobs": list(self._jobs),
-                    "queued": len(self.store.list_runs(status="queued"))}
 
     def shutdown(self, stop_runs: bool = False, timeout: float = 30.0) -> None:
         """Stop the poll thread and the idle workers. Runs keep going in their own
@@ -648,8 +395,7 @@ class JobManager:
                 return
         rel = f"{self.store.runs_dir / job.run_id / PROCESS_LOG}"
         if run.stop_requested:
-            status, error = "stopped", ("It was stopped by force because it did not stop on "
-                                        "its own; the metrics up to then are kept.")
+            status, error = "stopped", FORCED_STOP_MESSAGE
         elif rc < 0:
             hint = (" (often the machine running out of memory)"
                     if -rc == signal.SIGKILL else "")
@@ -699,13 +445,14 @@ class JobManager:
         return next((g for g in self._gpus if g not in used), -1)
 
     def _start_queued(self) -> None:
+        per_owner = classroom.running_cap()  # the teacher may edit the file at any time
         while not self._closing:
             gpu = self._free_gpu()
             if gpu == -1:
                 return  # every GPU is busy with one of our runs
             worker = self._take_spare()
             pid = worker.proc.pid if worker else os.getpid()
-            run_id = self.store.claim_next(pid, self.max_concurrent)
+            run_id = self.store.claim_next(pid, self.max_concurrent, per_owner)
             if run_id is None:
                 if worker is not None:
                     self._spares.insert(0, worker)
@@ -800,7 +547,7 @@ class JobManager:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, env=self._env,
                 start_new_session=True, close_fds=True)
         os.set_blocking(proc.stdout.fileno(), False)
-        return _Worker(proc, time.monotonic())
+        return _Worker(proc)
 
     def _read_readiness(self) -> None:
         for w in self._spares:
@@ -861,5 +608,4 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-__all__ = ["JobManager", "execute_run", "worker_main", "default_max_concurrent",
-           "available_cores", "StoreError"]
+__all__ = ["JobManager", "admit", "available_cores", "NotYourRun"]

@@ -283,7 +283,7 @@ def _warm_up() -> None:
     import torch
     if threads is not None:
         torch.set_num_threads(threads)
-    from ..data import load_corpus
+    from ..corpora import load_corpus
     from ..training import train
     try:
         corpus = load_corpus(TrainConfig().corpus)

@@ -17,11 +17,11 @@ def add_corpus_command(sub) -> None:
 
 
 def cmd_corpus(args) -> int:
-    from ... import data
+    from ... import corpora
 
     if args.action == "list":
         rows = [vars(c) if not hasattr(c, "_asdict") else c._asdict()
-                for c in data.list_corpora()]
+                for c in corpora.list_corpora()]
         rows = [dict(name=r["name"], description=r["description"], available=r["available"],
                      chars=r["chars"]) for r in rows]
         if args.json:
@@ -31,7 +31,7 @@ def cmd_corpus(args) -> int:
                 chars = f"{r['chars']:,} characters" if r["chars"] else "not available here"
                 print(terminal_text(f"{r['name']:<16} {chars:<24} {r['description']}"))
         return 0
-    corpus = data.load_corpus(args.name)
+    corpus = corpora.load_corpus(args.name)
     info = {"name": corpus.name, "chars": len(corpus.text),
             "vocab_size": corpus.tokenizer.vocab_size, "train_tokens": len(corpus.train),
             "val_tokens": len(corpus.val), "sha256": corpus.sha256}
