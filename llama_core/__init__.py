@@ -24,7 +24,7 @@ from .errors import ConfigError, CorpusError, UnknownCharactersError, UserError
 from .presets import PRESETS, build_configs
 
 # Names that need torch, and the module each comes from.
-_TORCH_NAMES = {"Llama": "model", "train": "training", "load_checkpoint": "training"}
+_TORCH_NAMES = {"Llama": "model", "train": "training", "load_checkpoint": "checkpoint"}
 
 __all__ = ["Llama", "ModelConfig", "TrainConfig", "train", "load_checkpoint", "PRESETS",
            "build_configs", "UserError", "ConfigError", "CorpusError",

@@ -1,8 +1,14 @@
-"""What a checkpoint file claims, checked before any tensor is read.
+"""The checkpoint file: writing it, checking it, reading it.
 
-A ``model.safetensors`` can be damaged or hostile: metadata that is not JSON or not an
-object, a config of the wrong types or claiming a model far larger than memory, weights
-missing, extra, of the wrong dtype or shape, a tokenizer that does not match the
+A checkpoint is one safetensors file that carries everything needed to use or resume a
+run: the model's weights (``model.<name>``), for resuming AdamW's moments and step
+(``optim.<kind>.<name>``) and the random-number states (``rng.batches``, ``rng.torch``),
+and as JSON metadata the two configs, the tokenizer and the run's state. It is written
+to a temporary name first, so a crash never leaves half a checkpoint.
+
+A ``model.safetensors`` can also be damaged or hostile: metadata that is not JSON or not
+an object, a config of the wrong types or claiming a model far larger than memory,
+weights missing, extra, of the wrong dtype or shape, a tokenizer that does not match the
 embedding. Every reader goes through ``check_header``, which refuses all of these with
 one sentence naming the file, from the safetensors header alone (names, dtypes and
 shapes; no tensor data is touched) against the shapes the config implies on the meta
@@ -13,16 +19,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
-from .config import ModelConfig, model_from_dict
+from .config import ModelConfig, TrainConfig, model_from_dict, to_dict
 from .data import CharTokenizer
 from .errors import UserError
 from .memory import check_loadable, parameter_shapes
+from .model import Llama
 
 CHECKPOINT_FORMAT = "llama-lab-checkpoint-1"
 METADATA_OBJECTS = ("model_config", "train_config", "tokenizer", "state")
@@ -50,6 +59,45 @@ class CheckpointHeader:
     @property
     def weight_names(self) -> list[str]:
         return [n for n in self.tensor_bytes if n.startswith("model.")]
+
+
+# --- Writing --------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, model: Llama, tokenizer: CharTokenizer, train_cfg: TrainConfig,
+                    state: dict, optimizer: torch.optim.Optimizer | None = None,
+                    generator: torch.Generator | None = None) -> Path:
+    """Write the weights (and, to resume, the optimizer's moments and the RNG states) as
+    one safetensors file, via a temporary name so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                st = optimizer.state.get(p, {})
+                for key in (*OPTIMIZER_MOMENTS, "step"):
+                    if key in st:
+                        tensors[f"optim.{key}.{names[id(p)]}"] = (
+                            torch.as_tensor(st[key]).detach().cpu().float().reshape(-1)
+                            if key == "step" else st[key].detach().cpu().contiguous())
+    if generator is not None:
+        tensors["rng.batches"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": json.dumps(to_dict(model.cfg)),
+        "train_config": json.dumps(to_dict(train_cfg)),
+        "tokenizer": tokenizer.to_json(),
+        "state": json.dumps(state),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+# --- Checking -------------------------------------------------------------------------
 
 
 def label_of(path: Path) -> str:
@@ -175,6 +223,70 @@ def check_finite(label: str, tensors: dict[str, torch.Tensor]) -> None:
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise damaged(label, f"{_short(name)} holds values that are not finite numbers")
+
+
+# --- Reading --------------------------------------------------------------------------
+
+def read_checkpoint(path: Path, *, weights_only: bool = False
+                    ) -> tuple[CheckpointHeader, dict[str, torch.Tensor]]:
+    """The checked header and the tensors of a Llama Lab checkpoint (only the model's
+    weights with ``weights_only``). A damaged, foreign or too large file is refused
+    with one sentence before any tensor is read."""
+    header = check_header(path, weights_only=weights_only)
+    names = header.weight_names if weights_only else list(header.tensor_bytes)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in names}
+    except Exception:
+        raise damaged(header.label, "its tensors cannot be read") from None
+    check_finite(header.label, tensors)
+    return header, tensors
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu"
+                    ) -> tuple[Llama, CharTokenizer, dict]:
+    """A ready-to-use model in eval mode, its tokenizer and its metadata."""
+    header, weights = read_checkpoint(path, weights_only=True)
+    model = Llama(header.model_config)
+    try:
+        model.load_state_dict(_model_weights(weights))
+    except RuntimeError:  # the file changed since its header was checked
+        raise damaged(header.label, "its weights do not match its config") from None
+    model.to(device).eval()
+    info = {"model_config": header.model_config, "train_config": header.train_config,
+            "state": header.state}
+    return model, header.tokenizer, info
+
+
+def restore_training(path: Path, model: Llama, optimizer: torch.optim.Optimizer,
+                     batch_gen: torch.Generator, device: torch.device
+                     ) -> tuple[int, int, float]:
+    """Put a run back where its checkpoint left it: weights, optimizer moments and RNG
+    states, so training goes on exactly as if never stopped; return step, tokens and
+    seconds trained so far."""
+    header, tensors = read_checkpoint(path)
+    if header.model_config != model.cfg:
+        raise UserError("The checkpoint was trained with a different model config; "
+                        "resume it with the config it was saved with.")
+    if "rng.torch" not in tensors:
+        raise damaged(header.label, "it holds no random-number state to resume from")
+    model.load_state_dict(_model_weights(tensors))
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("optim."):  # names and shapes checked against the config
+            _, kind, name = key.split(".", 2)
+            st = optimizer.state.setdefault(params[name], {})
+            st[kind] = value.reshape(()).to(device) if kind == "step" else value.to(device)
+    if "rng.batches" in tensors:
+        batch_gen.set_state(tensors["rng.batches"])
+    torch.set_rng_state(tensors["rng.torch"])
+    state = header.state
+    return int(state["step"]), int(state["tokens"]), float(state["seconds"])
+
+
+def _model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict from a checkpoint's tensors (``model.`` names, unprefixed)."""
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def _file_size(path: Path) -> int:

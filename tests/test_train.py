@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from llama_core.presets import build_configs
-from llama_core.data import load_corpus
+from llama_core.checkpoint import load_checkpoint
+from llama_core.corpora import load_corpus
 from llama_core.errors import ConfigError, UnknownCharactersError, UserError
-from llama_core.training import generate_text, learning_rate, load_checkpoint, train
+from llama_core.generate import generate_text
+from llama_core.training import learning_rate, train
 
 TINY = {"steps": 20, "eval_interval": 10, "eval_batches": 2, "sample_chars": 20,
         "threads": 1, "batch_size": 8, "context_window": 16, "d_model": 32,
