@@ -275,3 +275,23 @@ def test_execute_run_reports_user_mistakes(tmp_path, capsys):
 
     assert execute_run(store.path, bad) == 2  # not queued any more: nothing to do
     assert "not queued" in capsys.readouterr().err
+
+
+def test_the_manager_passes_the_classroom_cap_to_the_queue(tmp_path, monkeypatch):
+    """The classroom decides how many runs a student may have going; the manager reads
+    that cap each round and tells the store's queue, which then skips a student at the
+    cap even while slots are free, and starts a classmate's run instead."""
+    from llama_core.lab import classroom
+    settings = tmp_path / "room.toml"
+    settings.write_text("[caps]\nrunning_per_student = 1\n")
+    monkeypatch.setenv(classroom.ENV_CLASSROOM, str(settings))
+    m = JobManager(tmp_path / "runs.db", max_concurrent=3, warm=False)
+    try:
+        first, second = (m.submit(MODEL, LONG, owner="s-a") for _ in range(2))
+        classmate = m.submit(MODEL, LONG, owner="s-b")
+        claimed = {r: m.store.get_run(r).pid is not None for r in (first, second, classmate)}
+        assert claimed == {first: True, second: False, classmate: True}
+        settings.write_text("[caps]\nrunning_per_student = 2\n")  # the teacher relents
+        wait_for(lambda: m.store.get_run(second).pid is not None, what="the second run")
+    finally:
+        m.shutdown(stop_runs=True, timeout=30)

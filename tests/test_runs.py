@@ -326,6 +326,19 @@ def test_concurrent_writer_processes(store):
     assert seen  # the readers ran alongside
 
 
+def test_the_store_decides_no_policy():
+    """Storage below policy: the store imports nothing of the classroom or the job
+    manager (who may queue or start what is told to it: a check, a cap)."""
+    import ast
+    from pathlib import Path
+    tree = ast.parse(Path(runs_module.__file__).read_text())
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 for a in n.names}
+    assert not {m for m in imported if "classroom" in m or "jobs" in m}, imported
+
+
 def test_claim_next_respects_limit(store):
     ids = [store.create_run(MODEL, TRAIN) for _ in range(3)]
     assert store.claim_next(111, limit=2) == ids[0]
