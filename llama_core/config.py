@@ -15,21 +15,16 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .pitfalls import BUILT_IN, NO_BUG
 
 NORMS = ("rmsnorm", "layernorm", "none")
 POSITIONS = ("rope", "learned", "none")
 FFNS = ("swiglu", "gelu", "relu")
 DEVICES = ("auto", "cpu", "cuda")
 
-# Classic mistakes, built in on purpose so a probe can show their signature.
-BUGS = {
-    "none": "no bug",
-    "norm_over_sequence": "RMSNorm over the whole (sequence, width) block instead of per token",
-    "dropout_at_eval": "dropout left on at evaluation and generation",
-    "rope_unrotated": "rotary tables computed but queries and keys passed on unrotated",
-    "rope_off_by_one": "rotary frequencies use i - 1 for i",
-    "mask_ones": "causal mask added as ones instead of -inf",
-}
+# Classic mistakes, built in on purpose so a probe can show their signature
+# (pitfalls.PITFALLS holds each one's story and what it needs).
+BUGS = {NO_BUG: "no bug", **{name: p.breaks for name, p in BUILT_IN.items()}}
 
 
 @dataclass(frozen=True)
@@ -147,14 +142,8 @@ def validate_model(cfg: ModelConfig) -> ModelConfig:
         raise ConfigError(
             f"RoPE rotates pairs of dimensions, so the head size d_model / n_heads "
             f"({cfg.head_dim}) must be even; change d_model or n_heads.")
-    if cfg.bug.startswith("rope") and not (cfg.attention and cfg.pos == "rope"):
-        raise ConfigError(f"The {cfg.bug} bug needs attention with pos=rope.")
-    if cfg.bug == "norm_over_sequence" and cfg.norm != "rmsnorm":
-        raise ConfigError("The norm_over_sequence bug needs norm=rmsnorm.")
-    if cfg.bug == "dropout_at_eval" and cfg.dropout == 0:
-        raise ConfigError("The dropout_at_eval bug needs dropout above 0.")
-    if cfg.bug == "mask_ones" and not (cfg.attention and cfg.causal):
-        raise ConfigError("The mask_ones bug needs attention with causal=true.")
+    if cfg.bug in BUILT_IN:
+        BUILT_IN[cfg.bug].check(cfg)
     return cfg
 
 

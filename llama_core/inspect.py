@@ -1,5 +1,6 @@
-"""Look inside a model: parameter and FLOP accounting, rotary tables, attention maps and
-probes that show the signature of each classic bug.
+"""Look inside a model: parameter and FLOP accounting, rotary tables, attention maps,
+shapes and invariance checks (the probes built on them for each pitfall are in
+probes.py).
 
 Every function is pure (it never changes a model's weights or training flag, and leaves
 the global random state as it found it) and returns numpy arrays, plain dicts or pandas
@@ -189,10 +190,11 @@ def _check_head_dim(head_dim: int) -> None:
 # --- Running a model without side effects ------------------------------------------
 
 @contextlib.contextmanager
-def _quiet(model: nn.Module, seed: int | None = None):
+def quiet(model: nn.Module, seed: int | None = None):
     """Eval mode, no gradients, and the global RNG restored afterwards; the model's
-    training flag is put back too. With ``seed``, the RNG is seeded so a dropout-at-eval
-    model draws the same masks each time the block is entered with the same seed."""
+    training flag is put back too: what keeps every look inside a model pure. With
+    ``seed``, the RNG is seeded so a dropout-at-eval model draws the same masks each
+    time the block is entered with the same seed."""
     device = _device(model)
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -206,12 +208,18 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _ids(model: Llama, idx) -> torch.Tensor:
+def token_ids(model: Llama, idx) -> torch.Tensor:
     """Token ids as a (B, T) int64 tensor on the model's device."""
     t = torch.as_tensor(idx, dtype=torch.long)
     if t.dim() == 1:
         t = t[None]
     return t.to(_device(model))
+
+
+def random_ids(vocab: int, shape, gen: torch.Generator) -> torch.Tensor:
+    """Token ids drawn uniformly from ``gen``: test inputs that leave the global random
+    state alone."""
+    return torch.randint(0, vocab, shape, generator=gen)
 
 
 def _encode(model: Llama, tokenizer, prompt: str, *, keep_last: bool) -> torch.Tensor:
@@ -224,7 +232,7 @@ def _encode(model: Llama, tokenizer, prompt: str, *, keep_last: bool) -> torch.T
             raise UserError(f"The prompt is {len(ids)} characters but this model reads at "
                             f"most {cw}; shorten it.")
         ids = ids[-cw:]
-    return _ids(model, ids)
+    return token_ids(model, ids)
 
 
 def _require_attention(model: Llama) -> None:
@@ -240,7 +248,7 @@ def attention_maps(model: Llama, tokenizer, prompt: str) -> list[np.ndarray]:
     layer, rows = query positions, columns = key positions, each row summing to 1.
     Empty for a model without attention. The prompt must fit the context window."""
     idx = _encode(model, tokenizer, prompt, keep_last=False)
-    with _quiet(model, seed=0):
+    with quiet(model, seed=0):
         _, maps = model(idx, return_attention=True)
     return [m[0].float().cpu().numpy() for m in maps]
 
@@ -249,8 +257,8 @@ def layer0_logits(model: Llama, idx) -> np.ndarray:
     """Layer 0's attention logits q.k / sqrt(head_dim) before mask and softmax, shape
     (B, H, T, T) float32, rows = query positions. ``idx`` is (T,) or (B, T) token ids."""
     _require_attention(model)
-    idx = _ids(model, idx)
-    with _quiet(model):
+    idx = token_ids(model, idx)
+    with quiet(model):
         layer = model.layers[0]
         s = layer.attention.scores(layer.attention_norm(model.embed(idx)), model.freqs_cis)
     return s.float().cpu().numpy()
@@ -337,7 +345,7 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
     their own (their weights run as one fused matrix multiply), so they are listed under
     their parent module with empty shapes and a note saying so. Containers (ModuleList) are left out.
     """
-    idx = _ids(model, idx)
+    idx = token_ids(model, idx)
     rows: dict[str, dict] = {}
     handles = []
 
@@ -361,7 +369,7 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
         handles.append(module.register_forward_pre_hook(pre(name)))
         handles.append(module.register_forward_hook(post(name)))
     try:
-        with _quiet(model, seed=0):
+        with quiet(model, seed=0):
             model(idx)
     finally:
         for h in handles:
@@ -401,7 +409,7 @@ def next_token_probs(model: Llama, tokenizer, prompt: str, top: int = 10) -> pd.
     than the context window is cut to its last context_window characters, as generation
     does."""
     idx = _encode(model, tokenizer, prompt, keep_last=True)
-    with _quiet(model, seed=0):
+    with quiet(model, seed=0):
         logits = model(idx)[0, -1].float()
     probs = logits.softmax(-1).cpu()
     top = max(1, min(int(top), probs.numel()))
@@ -414,10 +422,6 @@ def next_token_probs(model: Llama, tokenizer, prompt: str, top: int = 10) -> pd.
 
 
 # --- Invariance checks -------------------------------------------------------------
-
-def _random_ids(vocab: int, shape, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, vocab, shape, generator=gen)
-
 
 def causal_leak(model: Llama, length: int, position: int, seed: int = 0,
                 batch: int = 4) -> float:
@@ -437,14 +441,14 @@ def causal_leak(model: Llama, length: int, position: int, seed: int = 0,
                         f"{length - 2}, not {position}.")
     vocab = model.cfg.vocab_size
     gen = torch.Generator().manual_seed(seed)
-    a = _random_ids(vocab, (batch, length), gen)
+    a = random_ids(vocab, (batch, length), gen)
     b = a.clone()
     shift = torch.randint(1, vocab, (batch, length - position - 1), generator=gen)
     b[:, position + 1:] = (a[:, position + 1:] + shift) % vocab  # every later token differs
-    a, b = _ids(model, a), _ids(model, b)
-    with _quiet(model, seed=seed):
+    a, b = token_ids(model, a), token_ids(model, b)
+    with quiet(model, seed=seed):
         la = model(a)
-    with _quiet(model, seed=seed):
+    with quiet(model, seed=seed):
         lb = model(b)
     return float((la[:, : position + 1] - lb[:, : position + 1]).abs().max())
 
@@ -474,8 +478,8 @@ def rope_invariance(model: Llama, prompt_ids, shift: int, seed: int = 0) -> Rope
     token's vector carries its absolute position; norm_over_sequence also breaks it (the
     prefix changes the shared RMS). ``pos="none"`` and the rope_unrotated bug are
     trivially invariant - they carry no position at all - so pair this with
-    ``probe_rope_unrotated``. Unlike a Toeplitz check this works on any prompt, not only
-    a constant one.
+    ``probes.probe_rope_unrotated``. Unlike a Toeplitz check this works on any prompt,
+    not only a constant one.
     """
     _require_attention(model)
     ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().cpu()
@@ -486,138 +490,9 @@ def rope_invariance(model: Llama, prompt_ids, shift: int, seed: int = 0) -> Rope
         raise UserError(f"shift + prompt length ({shift} + {P}) must fit the context "
                         f"window {cw}, with shift at least 0.")
     gen = torch.Generator().manual_seed(seed)
-    prefix = _random_ids(model.cfg.vocab_size, (shift,), gen)
+    prefix = random_ids(model.cfg.vocab_size, (shift,), gen)
     base = layer0_logits(model, ids[None])[0]
     moved = layer0_logits(model, torch.cat((prefix, ids))[None])[0]
     block = moved[:, shift:shift + P, shift:shift + P]
     diff = float(np.abs(block.astype(np.float64) - base).max())
     return RopeInvariance(prefix.tolist(), base, block.copy(), diff)
-
-
-# --- Pitfall probes ----------------------------------------------------------------
-
-def _probe(fired: bool, value: float, explanation: str, applicable: bool = True) -> dict:
-    return {"fired": bool(fired), "value": float(value), "explanation": explanation,
-            "applicable": applicable}
-
-
-def _not_applicable(why: str) -> dict:
-    return _probe(False, float("nan"), why, applicable=False)
-
-
-LEAK_TOL = 1e-5  # logits; float32 rounding in a correct model is far below this
-
-
-def probe_future_leak(model: Llama) -> dict:
-    """Fires when later tokens change earlier logits (value: largest change, in logits).
-    The signature of causal=False, norm_over_sequence and mask_ones."""
-    length = min(model.cfg.context_window, 16)
-    if length < 2:
-        return _not_applicable("A context window of 1 has no future to leak.")
-    position = length // 2 - 1
-    leak = causal_leak(model, length, position)
-    if leak > LEAK_TOL:
-        why = (f"Changing the tokens after position {position} changed the logits at or "
-               f"before it by up to {leak:.3g}: the model can see the future, so its "
-               f"training loss is too good to be true.")
-    else:
-        why = (f"Changing the tokens after position {position} left the earlier logits "
-               f"unchanged (largest change {leak:.1g}): nothing leaks from the future.")
-    return _probe(leak > LEAK_TOL, leak, why)
-
-
-def probe_dropout_at_eval(model: Llama) -> dict:
-    """Fires when two eval-mode forward passes on the same input differ (value: largest
-    difference, in logits): dropout left on at evaluation and generation."""
-    if model.cfg.dropout == 0:
-        return _not_applicable("This model has dropout 0, so there is no dropout to "
-                               "leave on.")
-    gen = torch.Generator().manual_seed(0)
-    idx = _ids(model, _random_ids(model.cfg.vocab_size,
-                                  (2, min(16, model.cfg.context_window)), gen))
-    with _quiet(model, seed=0):
-        diff = float((model(idx) - model(idx)).abs().max())
-    if diff > 0:
-        why = (f"Two evaluation passes over the same text gave logits up to {diff:.3g} "
-               f"apart: dropout is still active at evaluation, so validation loss is "
-               f"noisy and worse and generation varies even at temperature 0.")
-    else:
-        why = "Two evaluation passes over the same text agree exactly: dropout is off."
-    return _probe(diff > 0, diff, why)
-
-
-def probe_rope_unrotated(model: Llama) -> dict:
-    """Fires when layer-0 logits of a constant input (one token repeated) are the same
-    for every (query, key) pair, i.e. do not depend on relative position although the
-    model claims RoPE (value: spread max - min of those logits, in logits)."""
-    if not (model.cfg.attention and model.cfg.pos == "rope"):
-        return _not_applicable("This model has no rotary embeddings to check.")
-    T = min(model.cfg.context_window, 16)
-    s = layer0_logits(model, torch.zeros(1, T, dtype=torch.long))[0].astype(np.float64)
-    spread = float((s.max(axis=(1, 2)) - s.min(axis=(1, 2))).max())
-    tol = 1e-6 * (1.0 + float(np.abs(s).max()))
-    if spread <= tol:
-        why = ("Repeating one token gives the same attention logit for every pair of "
-               "positions: queries and keys are not rotated, so the model has no notion "
-               "of position despite pos=rope.")
-    else:
-        why = (f"Repeating one token gives logits that vary by {spread:.3g} with the "
-               f"distance between positions: the rotation reaches the scores.")
-    return _probe(spread <= tol, spread, why)
-
-
-def probe_rope_off_by_one(model: Llama) -> dict:
-    """Fires when model.freqs_cis turns faster than 1 rad per position, or its pair 0
-    does not turn by exactly 1 rad (theta^0): the ``i - 1`` for ``i`` slip. Value: the
-    largest |angle| of freqs_cis[1] (radians per position, wrapped to [0, pi])."""
-    if model.freqs_cis is None or model.freqs_cis.shape[0] < 2:
-        return _not_applicable("This model has no rotary table with two positions to "
-                               "check.")
-    angles = torch.angle(model.freqs_cis[1]).double().abs().cpu()
-    fastest = float(angles.max())
-    fired = fastest > 1 + 1e-5 or abs(float(angles[0]) - 1.0) > 1e-5
-    if fired:
-        why = (f"The fastest rotary pair turns {fastest:.3f} rad per position (pair 0 "
-               f"turns {float(angles[0]):.3f}); the formula theta^(-2i/head_dim) gives "
-               f"exactly 1 rad for pair 0 and less for every other: the frequencies are "
-               f"shifted by one.")
-    else:
-        why = "Pair 0 turns exactly 1 rad per position and every other pair slower."
-    return _probe(fired, fastest, why)
-
-
-def probe_mask_ones(model: Llama) -> dict:
-    """Fires when a causal model's softmax attention puts weight above the diagonal
-    (value: largest mean fraction of attention on future keys over layers and heads)."""
-    if not (model.cfg.attention and model.cfg.causal):
-        return _not_applicable("The mask check needs attention with causal=true; "
-                               "without the mask, attending to the future is by design.")
-    gen = torch.Generator().manual_seed(0)
-    idx = _ids(model, _random_ids(model.cfg.vocab_size,
-                                  (2, min(16, model.cfg.context_window)), gen))
-    with _quiet(model, seed=0):
-        _, maps = model(idx, return_attention=True)
-    mass = float(future_attention_mass(maps).max())
-    if mass > 0:
-        why = (f"Up to {mass:.1%} of attention lands on future keys although causal=true: "
-               f"the mask was added as ones instead of -inf, so 'masked' keys keep weight.")
-    else:
-        why = "No attention lands above the diagonal: the causal mask holds."
-    return _probe(mass > 0, mass, why)
-
-
-PROBES = {
-    "future_leak": probe_future_leak,
-    "dropout_at_eval": probe_dropout_at_eval,
-    "rope_unrotated": probe_rope_unrotated,
-    "rope_off_by_one": probe_rope_off_by_one,
-    "mask_ones": probe_mask_ones,
-}
-
-
-def run_probes(model: Llama) -> pd.DataFrame:
-    """Every pitfall probe on one model: columns probe, fired, value, applicable,
-    explanation (value units are in each probe's docstring)."""
-    rows = [{"probe": name, **fn(model)} for name, fn in PROBES.items()]
-    return pd.DataFrame(rows, columns=["probe", "fired", "value", "applicable",
-                                       "explanation"])

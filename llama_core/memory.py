@@ -14,7 +14,8 @@ counted in float32 (bf16 autocast on a GPU only makes activations smaller):
   device);
 - activations: what autograd keeps per token and layer (norms, q/k/v and rotations,
   attention outputs, the feed-forward's hidden units, dropout masks, and the T x T
-  scores when attention is computed explicitly: with dropout or the mask_ones bug);
+  scores when attention is computed explicitly: with dropout or an attention class
+  that cannot use the fused kernel, such as the mask_ones bug's);
 - logits and the loss: logits, their log-softmax and gradient, plus the backward
   pass's temporaries, per token.
 
@@ -93,8 +94,11 @@ def activation_floats_per_token(cfg: ModelConfig) -> int:
     norm = 3 * d if cfg.norm != "none" else 0
     layer = norm + (6 * h if cfg.ffn == "swiglu" else 3 * h) + 2 * d
     if cfg.attention:
+        from .model import choose_parts
+
         layer += norm + 12 * d + (4 * d if cfg.pos == "rope" else 0)
-        if cfg.dropout > 0 or cfg.bug == "mask_ones":  # scores made explicitly: T x T
+        explicit = cfg.dropout > 0 or not choose_parts(cfg).attention.fused
+        if explicit:  # scores made explicitly: T x T
             layer += 3 * cfg.n_heads * cfg.context_window
     if cfg.dropout > 0:
         layer += 4 * d

@@ -26,6 +26,7 @@ from torch import nn
 
 from .config import ModelConfig, validate_model
 from .errors import UserError
+from .pitfalls import NO_BUG
 
 
 # --- Normalisation (ModelConfig.norm) ----------------------------------------------
@@ -401,7 +402,8 @@ FEED_FORWARDS = {"swiglu": SwiGLU, "gelu": MLP, "relu": ReLUMLP}
 ATTENTIONS = {True: Attention, False: BidirectionalAttention}  # by ModelConfig.causal
 BLOCKS = {True: Block, False: FeedForwardBlock}                # by ModelConfig.attention
 
-# The classic bugs (config.BUGS): bug name -> (the part it replaces, the buggy subclass).
+# The bugs built into the model (pitfalls.BUILT_IN tells each one's story): bug name ->
+# (the part it replaces, the buggy subclass).
 BUG_SWAPS = {
     "norm_over_sequence": ("norm", RMSNormOverSequence),
     "dropout_at_eval": ("dropout", DropoutAtEval),
@@ -429,7 +431,7 @@ def choose_parts(cfg: ModelConfig) -> Parts:
     parts = Parts(block=BLOCKS[cfg.attention], attention=ATTENTIONS[cfg.causal],
                   positions=POSITIONS[cfg.pos], norm=NORMS[cfg.norm],
                   feed_forward=FEED_FORWARDS[cfg.ffn], dropout=Dropout)
-    if cfg.bug in BUG_SWAPS:
+    if cfg.bug != NO_BUG:
         part, buggy = BUG_SWAPS[cfg.bug]
         parts = dataclasses.replace(parts, **{part: buggy})
     return parts

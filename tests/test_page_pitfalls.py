@@ -13,10 +13,8 @@ from helpers_browser import REPO
 from helpers_markdown import as_read
 from llama_core.lab import classset
 from llama_core.lab.store import RunStore
+from llama_core.pitfalls import PITFALLS
 from runs_fixtures import train_tiny_runs
-
-PITFALLS = ["norm_over_sequence", "causal_off", "mask_ones", "dropout_at_eval",
-            "rope_off_by_one", "rope_unrotated"]
 
 
 @pytest.fixture
@@ -47,7 +45,19 @@ def verdict_table(at: AppTest):
     return table
 
 
-@pytest.mark.parametrize("bug", PITFALLS)
+def test_the_page_offers_every_pitfall_of_the_registry_by_its_title(app_runs):
+    at = open_pitfalls()
+    menu = at.get("button_group")[0]
+    assert menu.options == [p.title for p in PITFALLS.values()]
+    assert menu.value == next(iter(PITFALLS))
+    for p in PITFALLS.values():
+        at.get("button_group")[0].set_value(p.name).run()
+        assert not at.exception, at.exception
+        assert at.query_params["bug"] == p.name
+        assert any(h.value.endswith(f"BUG: {p.title}") for h in at.subheader)
+
+
+@pytest.mark.parametrize("bug", list(PITFALLS))
 def test_each_probe_fires_with_the_bug_on_and_is_silent_with_it_off(app_runs, bug):
     at = open_pitfalls(bug=bug)
     assert any("BUG:" in h.value for h in at.subheader)

@@ -1,10 +1,11 @@
 """Pitfalls: the classic bugs of "Llama from scratch" code, switched on on purpose.
 
-Every pitfall is labelled as a bug. Its toggle builds a small fresh model with the bug
-on or off and runs its probe from llama_core.inspect.PROBES, so the signature appears
-and disappears at once; a training comparison (bug against the correct model, same
-seed) comes from the class set, or from live runs trained here, whose checkpoints are
-probed too. The chosen pitfall is in the URL (?bug=mask_ones), the live group too
+Every pitfall of llama_core.pitfalls.PITFALLS is labelled as a bug, with the story
+that registry tells. Its toggle builds a small fresh model with the bug on or off and
+runs the probes that show it (llama_core.probes), so the signature appears and
+disappears at once; a training comparison (bug against the correct model, same seed)
+comes from the class set, or from live runs trained here, whose checkpoints are probed
+too. The chosen pitfall is in the URL (?bug=mask_ones), the live group too
 (?pitgroup=...).
 """
 
@@ -18,13 +19,16 @@ import streamlit as st
 
 from llama_core.lab import classset
 from llama_core import inspect as lc_inspect
-from llama_core.lab.sweeps import BASELINE, new_group_id, summarize
+from llama_core.lab.sweeps import BASELINE, new_group_id, summarize, variant_label
 from llama_core.config import ModelConfig
 from llama_core.presets import build_configs
 from llama_core.corpora import SHAKESPEARE_CHARS
 from llama_core.data import CharTokenizer
 from llama_core.errors import UserError
 from llama_core.model import Llama
+from llama_core.pitfalls import PITFALLS, Pitfall
+from llama_core.probes import (PROBES, probe_dropout_at_eval, probe_mask_ones,
+                               probe_rope_off_by_one)
 from llama_core.lab.store import ACTIVE
 from ui import ablation_charts as ac
 from ui import state
@@ -33,67 +37,6 @@ from ui.plain_text import md_literal
 POLL_S = 1.0
 GROUP_PREFIX = "pf-"
 PROMPT = "To be, or not to"  # 16 characters: fills the probe model's context
-
-# Every pitfall: the bug's changes, the correct model's, the probe that shows it, the
-# class-set labels of the comparison (bug, correct, extra lines) and what to look for.
-PITFALLS = {
-    "norm_over_sequence": dict(
-        title="RMSNorm over the whole sequence",
-        bug={"bug": "norm_over_sequence"}, correct={}, probe="future_leak",
-        labels=("bug=norm_over_sequence", BASELINE, ()),
-        what="RMSNorm divides by one root-mean-square computed over the whole (sequence, "
-             "width) block instead of each token's own vector. Every position's scale then "
-             "depends on the tokens after it: the future leaks into the past.",
-        signature="Changing a later token changes earlier logits; the validation loss is "
-                  "too good, and gets more so with training as the model learns to read "
-                  "the leak."),
-    "causal_off": dict(
-        title="Causal mask forgotten",
-        bug={"causal": False}, correct={}, probe="future_leak",
-        labels=("causal=false", BASELINE, ()),
-        what="Without the causal mask, position m attends to every position, including "
-             "m + 1: the character it is asked to predict.",
-        signature="Training loss falls towards 0 fast, validation too (it is scored with "
-                  "the answer in view), and the samples are garbage: generating one "
-                  "character at a time, there is no future to copy."),
-    "mask_ones": dict(
-        title="Mask drawn with ones instead of −inf",
-        bug={"bug": "mask_ones"}, correct={}, probe="mask_ones",
-        labels=("bug=mask_ones", BASELINE, ()),
-        what="The causal mask is added as +1 on future positions instead of −inf, so the "
-             "softmax still gives them weight. In the write-ups this was a picture bug; "
-             "here it is wired into the model itself, so it also leaks in training.",
-        signature="'Masked' positions still get weight in the attention picture (above the "
-                  "diagonal); here the future-leak probe fires too and the loss collapses "
-                  "like a missing mask."),
-    "dropout_at_eval": dict(
-        title="Dropout left on at evaluation",
-        bug={"dropout": 0.1, "bug": "dropout_at_eval"}, correct={"dropout": 0.1},
-        probe="dropout_at_eval",
-        labels=("dropout=0.1 bug=dropout_at_eval", "dropout=0.1", ()),
-        what="Dropout should only be active while training. Left on at evaluation and "
-             "generation, it randomly zeroes activations when the model is scored and "
-             "when it writes.",
-        signature="Validation loss is noisier and a little worse (with dropout 0.1 on a "
-                  "model this small, often within seed noise); the sure sign is "
-                  "generation that varies with no sampling (temperature 0)."),
-    "rope_off_by_one": dict(
-        title="RoPE frequencies off by one",
-        bug={"bug": "rope_off_by_one"}, correct={}, probe="rope_off_by_one",
-        labels=("bug=rope_off_by_one", BASELINE, ()),
-        what="The rotary frequencies use i − 1 where the formula says i, so pair 0 turns "
-             "by theta^(2/head_dim) radians per position: more than 1.",
-        signature="A frequency above 1 rad per position appears; the loss changes little "
-                  "(the model adapts to the frequencies it is given)."),
-    "rope_unrotated": dict(
-        title="RoPE computed but not applied",
-        bug={"bug": "rope_unrotated"}, correct={}, probe="rope_unrotated",
-        labels=("bug=rope_unrotated", BASELINE, ("pos=none",)),
-        what="The rotary tables are computed, but the unrotated queries and keys are "
-             "passed on: the code looks like RoPE and does nothing.",
-        signature="It learns like no positional encoding at all: its curve lies on "
-                  "pos=none's, not the correct model's."),
-}
 
 
 # --- Probes on small fresh models ---------------------------------------------------
@@ -132,48 +75,64 @@ def show_probe(result: dict, name: str, where: str) -> None:
                    f"{result['explanation']}", icon=":material/check_circle:")
 
 
-def signature_extra(key: str, on: bool) -> None:
-    """The picture that goes with some probes."""
-    p = PITFALLS[key]
-    if key == "mask_ones":
-        model = model_with(p["bug"] if on else p["correct"])
-        maps = lc_inspect.attention_maps(model, tokenizer(), PROMPT)
-        a = maps[0][0]
-        fig = px.imshow(a, color_continuous_scale="Blues", zmin=0, zmax=float(a.max()),
-                        labels=dict(x="key position", y="query position", color="weight"))
-        fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
-                          title=f"layer 0, head 0 ({'bug on' if on else 'correct'}): "
-                                f"{lc_inspect.future_attention_mass(maps).max():.1%} "
-                                "of attention above the diagonal")
-        ac.show_chart(fig, key="pf_attention", filename=f"attention-{key}-{on}")
-    elif key == "rope_off_by_one":
-        cfg = probe_config(p["bug"] if on else p["correct"])
-        table = lc_inspect.rope_frequency_table(cfg.head_dim, cfg.rope_theta,
-                                                off_by_one=on).head(4)
-        st.dataframe(table.rename(columns={"freq_rad_per_pos": "radians per position",
-                                           "wavelength_positions": "wavelength (positions)"}),
-                     hide_index=True, key="pf_freqs", column_config={
-                         "radians per position": st.column_config.NumberColumn(format="%.4f"),
-                         "wavelength (positions)": st.column_config.NumberColumn(
-                             format="%.2f")})
-        st.caption(f"Head size {cfg.head_dim}: pair 0 should turn exactly 1 rad per position "
-                   "(theta^0) and every other pair slower.")
-    elif key == "dropout_at_eval":
-        from llama_core.generate import generate_text
-        model = model_with(p["bug"] if on else p["correct"])
-        texts = [generate_text(model, tokenizer(), "\n", 40, temperature=0.0, seed=s)
-                 for s in (0, 0)]
-        st.markdown("Two greedy generations (temperature 0, no sampling, same seed) from "
-                    "the same model and prompt:")
-        st.code("\n".join(repr(t) for t in texts), language=None)
-        st.caption("identical: dropout is off at generation" if texts[0] == texts[1] else
-                   "different: dropout is still active at generation")
+def attention_picture(p: Pitfall, on: bool) -> None:
+    """Layer 0, head 0: where the weight above the diagonal shows."""
+    model = model_with(p.on if on else p.correct)
+    maps = lc_inspect.attention_maps(model, tokenizer(), PROMPT)
+    a = maps[0][0]
+    fig = px.imshow(a, color_continuous_scale="Blues", zmin=0, zmax=float(a.max()),
+                    labels=dict(x="key position", y="query position", color="weight"))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
+                      title=f"layer 0, head 0 ({'bug on' if on else 'correct'}): "
+                            f"{lc_inspect.future_attention_mass(maps).max():.1%} "
+                            "of attention above the diagonal")
+    ac.show_chart(fig, key="pf_attention", filename=f"attention-{p.name}-{on}")
+
+
+def frequency_table(p: Pitfall, on: bool) -> None:
+    """The first rotary pairs' frequencies, the formula's or the bug's."""
+    cfg = probe_config(p.on if on else p.correct)
+    table = lc_inspect.rope_frequency_table(cfg.head_dim, cfg.rope_theta,
+                                            off_by_one=on).head(4)
+    st.dataframe(table.rename(columns={"freq_rad_per_pos": "radians per position",
+                                       "wavelength_positions": "wavelength (positions)"}),
+                 hide_index=True, key="pf_freqs", column_config={
+                     "radians per position": st.column_config.NumberColumn(format="%.4f"),
+                     "wavelength (positions)": st.column_config.NumberColumn(
+                         format="%.2f")})
+    st.caption(f"Head size {cfg.head_dim}: pair 0 should turn exactly 1 rad per position "
+               "(theta^0) and every other pair slower.")
+
+
+def two_generations(p: Pitfall, on: bool) -> None:
+    """Two greedy generations: identical unless dropout is still active."""
+    from llama_core.generate import generate_text
+    model = model_with(p.on if on else p.correct)
+    texts = [generate_text(model, tokenizer(), "\n", 40, temperature=0.0, seed=s)
+             for s in (0, 0)]
+    st.markdown("Two greedy generations (temperature 0, no sampling, same seed) from "
+                "the same model and prompt:")
+    st.code("\n".join(repr(t) for t in texts), language=None)
+    st.caption("identical: dropout is off at generation" if texts[0] == texts[1] else
+               "different: dropout is still active at generation")
+
+
+# The picture that goes with some probes, drawn below their verdicts.
+PICTURES = {probe_mask_ones: attention_picture, probe_rope_off_by_one: frequency_table,
+            probe_dropout_at_eval: two_generations}
 
 
 # --- Training comparisons -----------------------------------------------------------
 
+def labels(p: Pitfall) -> tuple[str, str, tuple[str, ...]]:
+    """The run names of its trained comparison: the bug, the correct model, extra lines
+    (as the class set's sweep names them)."""
+    return (variant_label(p.on), variant_label(p.correct),
+            tuple(variant_label(c) for c in p.compare_with))
+
+
 def comparison_runs(src, group: str, key: str, seed: int | None = None) -> list:
-    bug, correct, extra = PITFALLS[key]["labels"]
+    bug, correct, extra = labels(PITFALLS[key])
     wanted = (bug, correct, *extra)
     runs = [r for r in src.list_runs(group=group, oldest_first=True) if r.name in wanted
             and (seed is None or r.seed == seed)]
@@ -182,7 +141,7 @@ def comparison_runs(src, group: str, key: str, seed: int | None = None) -> list:
 
 def as_paired(runs: list, key: str) -> list:
     """Runs renamed so the correct model reads as the baseline and the bug first."""
-    bug, correct, _ = PITFALLS[key]["labels"]
+    bug, correct, _ = labels(PITFALLS[key])
     names = {correct: f"correct ({correct})" if correct != BASELINE else BASELINE,
              bug: f"BUG: {bug}"}
     out = [dataclasses.replace(r, name=BASELINE if r.name == correct else
@@ -234,15 +193,15 @@ def train_live(key: str) -> None:
     group, with the class set's pitfall settings."""
     ss = st.session_state
     p = PITFALLS[key]
-    bug, correct, extra = p["labels"]
+    bug, correct, extra = labels(p)
     group = st.query_params.get("pitgroup") or new_group_id().replace("sw-", GROUP_PREFIX)
     seed = int(ss.get("pf_seed", 0))
     base = {**classset.PITFALL_BASE, "seed": seed}
     existing = {(r.name, r.seed) for r in state.store().list_runs(group=group)}
     manager = state.job_manager()
     try:
-        for label, changes in ((correct, p["correct"]), (bug, p["bug"]),
-                               *((e, {"pos": "none"}) for e in extra)):
+        for label, changes in ((correct, p.correct), (bug, p.on),
+                               *zip(extra, p.compare_with)):
             if (label, seed) in existing:
                 continue
             model, train = build_configs(classset.ABLATION_PRESET, {**base, **changes})
@@ -264,7 +223,7 @@ def trained_model(path: str, mtime: float):
 def probe_trained(runs: list, key: str) -> None:
     """The probe on each finished live run that kept a checkpoint."""
     store = state.store()
-    probe = PITFALLS[key]["probe"]
+    probe = PITFALLS[key].probes[0]
     for r in runs:
         if r.status not in ("finished", "stopped"):
             continue
@@ -276,7 +235,7 @@ def probe_trained(runs: list, key: str) -> None:
         except UserError as e:  # a damaged checkpoint: one sentence, not a traceback
             state.show_error(str(e))
             continue
-        show_probe(lc_inspect.PROBES[probe](model), probe,
+        show_probe(PROBES[probe](model), probe,
                    f"the trained run {r.id} ({md_literal(r.name)}, seed {r.seed})")
 
 
@@ -288,8 +247,11 @@ st.error("**Everything switched on on this page is a BUG.** Each one appears in 
          "their signature; the rest of the dashboard uses the correct code.",
          icon=":material/bug_report:")
 
+FIRST = next(iter(PITFALLS))
+
+
 def _pick_bug() -> None:
-    st.query_params["bug"] = st.session_state["pf_bug"] or "norm_over_sequence"
+    st.query_params["bug"] = st.session_state["pf_bug"] or FIRST
 
 
 # The pitfall's key (not its title) in the URL: ?bug=mask_ones
@@ -297,29 +259,29 @@ wanted = st.query_params.get("bug")
 if wanted in PITFALLS:
     st.session_state["pf_bug"] = wanted
 elif st.session_state.get("pf_bug") not in PITFALLS:
-    st.session_state["pf_bug"] = "norm_over_sequence"
+    st.session_state["pf_bug"] = FIRST
 key = st.segmented_control("Which bug", list(PITFALLS), key="pf_bug", required=True,
                            on_change=_pick_bug,
-                           format_func=lambda k: PITFALLS[k]["title"])
-key = key or "norm_over_sequence"
+                           format_func=lambda k: PITFALLS[k].title)
+key = key or FIRST
 if st.query_params.get("bug") != key:
     st.query_params["bug"] = key
 p = PITFALLS[key]
 
 with st.container(border=True):
-    st.subheader(f":material/bug_report: BUG: {p['title']}")
-    st.markdown(f"{p['what']}\n\n**Signature:** {p['signature']}")
+    st.subheader(f":material/bug_report: BUG: {p.title}")
+    st.markdown(f"{p.what}\n\n**Signature:** {p.signature}")
     on = st.toggle("Bug switched ON", value=True, key=f"pf_on_{key}",
                    help="Off: the correct model. The probe runs on a small freshly built "
                         "model (2 layers, 64 wide, context 16) either way.")
-    model = model_with(p["bug"] if on else p["correct"])
-    probe = p["probe"]
-    show_probe(lc_inspect.PROBES[probe](model), probe,
-               "a fresh model with the bug ON" if on else "a fresh correct model")
-    if key == "mask_ones":  # its bug also leaks: show the leak probe as well
-        show_probe(lc_inspect.PROBES["future_leak"](model), "future_leak",
-                   "the same model")
-    signature_extra(key, on)
+    model = model_with(p.on if on else p.correct)
+    fresh = "a fresh model with the bug ON" if on else "a fresh correct model"
+    for i, probe in enumerate(p.probes):
+        show_probe(PROBES[probe](model), probe, fresh if i == 0 else "the same model")
+    for probe in p.probes:
+        picture = PICTURES.get(PROBES[probe])
+        if picture:
+            picture(p, on)
 
 st.subheader("Trained: the bug against the correct model, same seed")
 cs = classset.load()

@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 from .output_file import write_text_atomically
 from .sweeps import (STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan, variant_label,
                      wait_for)
+from ..pitfalls import class_set_sweeps
 from ..presets import LADDER
 from ..errors import UserError
 from .store import METRIC_COLUMNS, REPO_ROOT, Run, RunNotFound, RunStore, check_run_id
@@ -56,10 +57,6 @@ HEALTH_LAYERS = 8
 # Pitfalls: a short context makes the whole-sequence RMSNorm leak easy to exploit
 # (each token is 1/8 of the shared RMS), and 600 steps give the model time to find it.
 PITFALL_BASE = {"context_window": 8, "steps": 600, "eval_interval": 50}
-PITFALL_VARIANTS = [{"bug": "norm_over_sequence"}, {"causal": False},
-                    {"bug": "mask_ones"}, {"bug": "rope_unrotated"},
-                    {"bug": "rope_off_by_one"}, {"pos": "none"}]
-DROPOUT_PAIR = [{"dropout": 0.1}, {"dropout": 0.1, "bug": "dropout_at_eval"}]
 
 
 @dataclass(frozen=True)
@@ -115,10 +112,12 @@ def _health_plan(seeds) -> list[PlannedRun]:
 
 
 def _pitfall_plan(seeds) -> list[PlannedRun]:
+    """Every pitfall of pitfalls.PITFALLS against its correct model (each sweep names
+    that model first, so none adds a baseline of its own)."""
     base = {**COMMON, **PITFALL_BASE}
-    return (plan_sweep(ABLATION_PRESET, base, PITFALL_VARIANTS, list(seeds))
-            + plan_sweep(ABLATION_PRESET, base, DROPOUT_PAIR, list(seeds),
-                         include_baseline=False))
+    return [run for variants in class_set_sweeps()
+            for run in plan_sweep(ABLATION_PRESET, base, variants, list(seeds),
+                                  include_baseline=False)]
 
 
 SECTIONS: dict[str, Section] = {s.name: s for s in [

@@ -1,0 +1,150 @@
+"""Probes: one small experiment per pitfall signature, run on any model (fresh or
+trained) to say whether that pitfall is in it.
+
+Each probe returns a dict: ``fired`` (the signature is there), ``value`` (the measured
+number, its unit in the probe's docstring), ``explanation`` (one or two sentences a
+student reads) and ``applicable`` (False, with the reason, when the model has nothing
+to check). Like everything in inspect.py, a probe is pure: weights, training flag and
+the global random state are left as they were. ``pitfalls.PITFALLS`` names, for each
+pitfall, the probes that show it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .inspect import (causal_leak, future_attention_mass, layer0_logits, quiet,
+                      random_ids, token_ids)
+from .model import Llama
+
+
+def _probe(fired: bool, value: float, explanation: str, applicable: bool = True) -> dict:
+    return {"fired": bool(fired), "value": float(value), "explanation": explanation,
+            "applicable": applicable}
+
+
+def _not_applicable(why: str) -> dict:
+    return _probe(False, float("nan"), why, applicable=False)
+
+
+def _random_batch(model: Llama) -> torch.Tensor:
+    """Two random sequences of up to 16 tokens, the same every time (seed 0)."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, min(16, model.cfg.context_window))
+    return token_ids(model, random_ids(model.cfg.vocab_size, shape, gen))
+
+
+LEAK_TOL = 1e-5  # logits; float32 rounding in a correct model is far below this
+
+
+def probe_future_leak(model: Llama) -> dict:
+    """Fires when later tokens change earlier logits (value: largest change, in logits).
+    The signature of causal=False, norm_over_sequence and mask_ones."""
+    length = min(model.cfg.context_window, 16)
+    if length < 2:
+        return _not_applicable("A context window of 1 has no future to leak.")
+    position = length // 2 - 1
+    leak = causal_leak(model, length, position)
+    if leak > LEAK_TOL:
+        why = (f"Changing the tokens after position {position} changed the logits at or "
+               f"before it by up to {leak:.3g}: the model can see the future, so its "
+               f"training loss is too good to be true.")
+    else:
+        why = (f"Changing the tokens after position {position} left the earlier logits "
+               f"unchanged (largest change {leak:.1g}): nothing leaks from the future.")
+    return _probe(leak > LEAK_TOL, leak, why)
+
+
+def probe_dropout_at_eval(model: Llama) -> dict:
+    """Fires when two eval-mode forward passes on the same input differ (value: largest
+    difference, in logits): dropout left on at evaluation and generation."""
+    if model.cfg.dropout == 0:
+        return _not_applicable("This model has dropout 0, so there is no dropout to "
+                               "leave on.")
+    idx = _random_batch(model)
+    with quiet(model, seed=0):
+        diff = float((model(idx) - model(idx)).abs().max())
+    if diff > 0:
+        why = (f"Two evaluation passes over the same text gave logits up to {diff:.3g} "
+               f"apart: dropout is still active at evaluation, so validation loss is "
+               f"noisy and worse and generation varies even at temperature 0.")
+    else:
+        why = "Two evaluation passes over the same text agree exactly: dropout is off."
+    return _probe(diff > 0, diff, why)
+
+
+def probe_rope_unrotated(model: Llama) -> dict:
+    """Fires when layer-0 logits of a constant input (one token repeated) are the same
+    for every (query, key) pair, i.e. do not depend on relative position although the
+    model claims RoPE (value: spread max - min of those logits, in logits)."""
+    if not (model.cfg.attention and model.cfg.pos == "rope"):
+        return _not_applicable("This model has no rotary embeddings to check.")
+    T = min(model.cfg.context_window, 16)
+    s = layer0_logits(model, torch.zeros(1, T, dtype=torch.long))[0].astype(np.float64)
+    spread = float((s.max(axis=(1, 2)) - s.min(axis=(1, 2))).max())
+    tol = 1e-6 * (1.0 + float(np.abs(s).max()))
+    if spread <= tol:
+        why = ("Repeating one token gives the same attention logit for every pair of "
+               "positions: queries and keys are not rotated, so the model has no notion "
+               "of position despite pos=rope.")
+    else:
+        why = (f"Repeating one token gives logits that vary by {spread:.3g} with the "
+               f"distance between positions: the rotation reaches the scores.")
+    return _probe(spread <= tol, spread, why)
+
+
+def probe_rope_off_by_one(model: Llama) -> dict:
+    """Fires when model.freqs_cis turns faster than 1 rad per position, or its pair 0
+    does not turn by exactly 1 rad (theta^0): the ``i - 1`` for ``i`` slip. Value: the
+    largest |angle| of freqs_cis[1] (radians per position, wrapped to [0, pi])."""
+    if model.freqs_cis is None or model.freqs_cis.shape[0] < 2:
+        return _not_applicable("This model has no rotary table with two positions to "
+                               "check.")
+    angles = torch.angle(model.freqs_cis[1]).double().abs().cpu()
+    fastest = float(angles.max())
+    fired = fastest > 1 + 1e-5 or abs(float(angles[0]) - 1.0) > 1e-5
+    if fired:
+        why = (f"The fastest rotary pair turns {fastest:.3f} rad per position (pair 0 "
+               f"turns {float(angles[0]):.3f}); the formula theta^(-2i/head_dim) gives "
+               f"exactly 1 rad for pair 0 and less for every other: the frequencies are "
+               f"shifted by one.")
+    else:
+        why = "Pair 0 turns exactly 1 rad per position and every other pair slower."
+    return _probe(fired, fastest, why)
+
+
+def probe_mask_ones(model: Llama) -> dict:
+    """Fires when a causal model's softmax attention puts weight above the diagonal
+    (value: largest mean fraction of attention on future keys over layers and heads)."""
+    if not (model.cfg.attention and model.cfg.causal):
+        return _not_applicable("The mask check needs attention with causal=true; "
+                               "without the mask, attending to the future is by design.")
+    idx = _random_batch(model)
+    with quiet(model, seed=0):
+        _, maps = model(idx, return_attention=True)
+    mass = float(future_attention_mass(maps).max())
+    if mass > 0:
+        why = (f"Up to {mass:.1%} of attention lands on future keys although causal=true: "
+               f"the mask was added as ones instead of -inf, so 'masked' keys keep weight.")
+    else:
+        why = "No attention lands above the diagonal: the causal mask holds."
+    return _probe(mass > 0, mass, why)
+
+
+PROBES = {
+    "future_leak": probe_future_leak,
+    "dropout_at_eval": probe_dropout_at_eval,
+    "rope_unrotated": probe_rope_unrotated,
+    "rope_off_by_one": probe_rope_off_by_one,
+    "mask_ones": probe_mask_ones,
+}
+
+
+def run_probes(model: Llama) -> pd.DataFrame:
+    """Every pitfall probe on one model: columns probe, fired, value, applicable,
+    explanation (value units are in each probe's docstring)."""
+    rows = [{"probe": name, **fn(model)} for name, fn in PROBES.items()]
+    return pd.DataFrame(rows, columns=["probe", "fired", "value", "applicable",
+                                       "explanation"])
