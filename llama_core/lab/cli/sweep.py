@@ -12,13 +12,14 @@ from .output import print_result, print_table, say
 from .parser import add_config_flags, config_overrides
 
 
+DESCRIPTION = ("Queue a baseline and each variant once per seed (same seeds, so the same "
+               "batches and initial weights), wait, and print mean final validation loss "
+               "with 95%% intervals and the paired difference to the baseline.")
+
+
 def add_sweep_command(sub) -> None:
-    sweep = sub.add_parser(
-        "sweep", help="a baseline and variants over several seeds, paired",
-        description="Queue a baseline and each variant once per seed (same seeds, so the "
-                    "same batches and initial weights), wait, and print mean final "
-                    "validation loss with 95%% intervals and the paired difference to "
-                    "the baseline.")
+    sweep = sub.add_parser("sweep", help="a baseline and variants over several seeds, paired",
+                           description=DESCRIPTION)
     add_config_flags(sweep)
     sweep.add_argument("--variant", action="append", metavar="'KEY=VALUE ...'",
                        help="one variant: the changes from the baseline (repeatable)")
