@@ -1,14 +1,13 @@
 """What a run is made of: the model's shape and parts, and how it is trained.
 
 Every toggle the dashboard shows is a field here, so a run is fully described by two
-small frozen dataclasses that serialise to JSON. ``validate`` refuses combinations that
-cannot work with one sentence saying what to change.
+small frozen dataclasses that serialise to JSON. ``validate_model`` and ``validate_train``
+refuse combinations that cannot work with one sentence saying what to change.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, fields
@@ -225,19 +224,18 @@ TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
 def to_dict(cfg) -> dict:
+    """A config as plain values: what the run store, checkpoints and JSON output keep."""
     return dataclasses.asdict(cfg)
 
 
 def model_from_dict(d: dict) -> ModelConfig:
+    """A stored model config, validated; keys this version does not know are ignored, so
+    records from other versions still load."""
     known = {k: v for k, v in d.items() if k in MODEL_FIELDS}
     return validate_model(ModelConfig(**known))
 
 
 def train_from_dict(d: dict) -> TrainConfig:
+    """A stored training config, validated; unknown keys are ignored as above."""
     known = {k: v for k, v in d.items() if k in TRAIN_FIELDS}
     return validate_train(TrainConfig(**known))
-
-
-def config_json(model: ModelConfig, train: TrainConfig | None = None) -> str:
-    return json.dumps({"model": to_dict(model), "train": to_dict(train) if train else None},
-                      sort_keys=True)

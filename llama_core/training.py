@@ -65,11 +65,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def as_trained(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
+def as_trained(model_cfg: ModelConfig, train_cfg: TrainConfig,
+               corpus: Corpus | None = None) -> ModelConfig:
     """The model config as it will train: the vocabulary size taken from the corpus,
     whose context length is checked. Recording this (not the default 65) keeps stored
     parameter and FLOP counts true; a bad corpus is refused before anything is queued."""
-    corpus = load_corpus(train_cfg.corpus)
+    corpus = corpus or load_corpus(train_cfg.corpus)
     corpus.check_context(model_cfg.context_window)
     return dataclasses.replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
 
@@ -147,8 +148,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
     dist = Distributed.from_env(train_cfg)
     device = dist.device if dist.world > 1 else resolve_device(train_cfg.device)
     corpus = corpus or load_corpus(train_cfg.corpus)
-    model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
-    corpus.check_context(model_cfg.context_window)
+    model_cfg = as_trained(model_cfg, train_cfg, corpus)
 
     torch.manual_seed(train_cfg.seed)  # dropout draws from the global generator
     model = Llama(model_cfg, seed=train_cfg.seed).to(device)
