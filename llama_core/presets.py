@@ -7,7 +7,7 @@ dashboard or strings from ``--set``) and validates the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .config import (MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig, validate_model,
@@ -81,29 +81,37 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 LADDER = [name for name in PRESETS if name.startswith("ladder-")]
 
+# Every field's type as config.py declares it ("int", "float", "bool", "str", "int | None"
+# or "float | None"): what ``--set`` text is parsed as.
+FIELD_TYPES = {f.name: f.type for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
+
+
 def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[name]
 
 
-def parse_value(text: str, current: Any, name: str) -> Any:
-    """Parse ``text`` for a field whose default is ``current`` (bool, int, float, str)."""
-    t = text.strip()
-    if isinstance(current, bool):
+def parse_value(text: str, name: str) -> Any:
+    """Parse ``text`` as the field ``name``'s declared type; "none" (or nothing) is None
+    for a field that may be None."""
+    kind, t = FIELD_TYPES[name], text.strip()
+    if kind.endswith(" | None"):
+        if t.lower() in ("none", "null", ""):
+            return None
+        kind = kind.removesuffix(" | None")
+    if kind == "bool":
         if t.lower() in ("true", "1", "yes", "on"):
             return True
         if t.lower() in ("false", "0", "no", "off"):
             return False
         raise ConfigError(f"{name} must be true or false, not {text!r}.")
-    if t.lower() in ("none", "null", "") and name in ("time_budget", "threads"):
-        return None
-    if isinstance(current, int) or name == "threads":
+    if kind == "int":
         try:
             return int(t.replace("_", ""))
         except ValueError:
             raise ConfigError(f"{name} must be a whole number, not {text!r}.") from None
-    if isinstance(current, float) or name == "time_budget":
+    if kind == "float":
         try:
             return float(t)
         except ValueError:
@@ -125,15 +133,14 @@ def build_configs(preset_name: str | None = None, overrides: dict[str, Any] | No
         train_kw.update(p.train)
     for key, value in {**(overrides or {}), **extra}.items():
         if key in MODEL_FIELDS:
-            target, defaults = model_kw, ModelConfig()
+            target = model_kw
         elif key in TRAIN_FIELDS:
-            target, defaults = train_kw, TrainConfig()
+            target = train_kw
         else:
             raise ConfigError(f"Unknown setting {key!r}; see `python -m llama_core train "
                               f"--help` for the fields you can set.")
-        if isinstance(value, str) and key not in ("norm", "pos", "ffn", "device", "corpus",
-                                                  "bug"):
-            value = parse_value(value, getattr(defaults, key), key)
+        if isinstance(value, str) and FIELD_TYPES[key] != "str":
+            value = parse_value(value, key)
         target[key] = value
     try:
         model = ModelConfig(**model_kw)

@@ -1,11 +1,12 @@
 """Configs: presets build, every invalid setting is refused with one clear sentence."""
 
+import dataclasses
 import math
 
 import pytest
 
-from llama_core.config import (ModelConfig, TrainConfig, model_from_dict, to_dict,
-                               train_from_dict)
+from llama_core.config import (MODEL_FIELDS, ModelConfig, TrainConfig, model_from_dict,
+                               to_dict, train_from_dict)
 from llama_core.presets import LADDER, PRESETS, build_configs
 from llama_core.errors import ConfigError
 
@@ -44,6 +45,18 @@ def test_string_overrides_are_parsed_by_field_type():
                                 "lr": "3e-4", "time_budget": "none", "threads": "1"})
     assert m.causal is False and m.d_model == 64 and t.lr == 3e-4
     assert t.time_budget is None and t.threads == 1
+
+
+def test_every_field_takes_its_value_as_text():
+    """``--set`` gives every field as text, parsed by the type config.py declares; a
+    field declared with a type the parser does not know would arrive as a string."""
+    for cfg in (ModelConfig(), TrainConfig(time_budget=30.0, threads=1)):
+        for field in dataclasses.fields(cfg):
+            value = getattr(cfg, field.name)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            model, train = build_configs(None, {field.name: text})
+            parsed = getattr(model if field.name in MODEL_FIELDS else train, field.name)
+            assert parsed == value and type(parsed) is type(value), field.name
 
 
 BAD = [
