@@ -50,7 +50,7 @@ if grep -Eq '^\s+cuda:' pytest.ini; then
 else
   tests=(-k cuda $(grep -l cuda tests/test_*.py))
 fi
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" > "$OUT_DIR/tests.log" 2>&1
+timeout 60 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" > "$OUT_DIR/tests.log" 2>&1
 code=$?
 case $code in
   0) say "ok   CUDA tests: $(tail -n 1 "$OUT_DIR/tests.log")" ;;
@@ -59,15 +59,18 @@ case $code in
 esac
 
 # --- 2. nanogpt-gpu on tinyshakespeare: the run's JSON, then its speed from the store.
-timeout 380 "$PY" -m llama_core train --preset nanogpt-gpu --corpus tinyshakespeare \
+TRAIN_LIMIT=390
+timeout $TRAIN_LIMIT "$PY" -m llama_core train --preset nanogpt-gpu --corpus tinyshakespeare \
   --name gpu-check --json > "$OUT_DIR/train.json" 2> "$OUT_DIR/train.log"
 code=$?
-"$PY" - "$OUT_DIR/train.json" "$code" > "$OUT_DIR/train-summary.txt" 2>> "$OUT_DIR/train.log" <<'EOF'
+"$PY" - "$OUT_DIR/train.json" "$code" "$TRAIN_LIMIT" > "$OUT_DIR/train-summary.txt" 2>> "$OUT_DIR/train.log" <<'EOF'
 import json, statistics, subprocess, sys
 from llama_core.config import model_from_dict
 from llama_core.speed import mfu, peak_flops
 
-path, code = sys.argv[1], int(sys.argv[2])
+path, code, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if code == 124:
+    sys.exit(f"training did not finish within its {limit} s limit; see train.log")
 lines = open(path).read().split("\n")
 result = json.loads(next((l for l in reversed(lines) if l.strip()), "{}"))
 if code != 0 or result.get("status") != "finished":
@@ -96,9 +99,10 @@ esac
 
 # --- 3 and 4. bf16 against fp32 on one validation batch, and generation speed, on the
 #              trained checkpoint (a freshly initialised model when training failed).
-timeout 90 "$PY" - "$OUT_DIR/train.json" > "$OUT_DIR/bf16-generate.txt" \
+timeout 60 "$PY" - "$OUT_DIR/train.json" > "$OUT_DIR/bf16-generate.txt" \
   2> "$OUT_DIR/bf16-generate.log" <<'EOF'
-import json, sys, time
+import json, os, sys, time
+from pathlib import Path
 import torch
 import torch.nn.functional as F
 import llama_core.model
@@ -107,21 +111,26 @@ from llama_core.corpora import load_corpus
 from llama_core.model import Llama, eval_mode
 from llama_core.presets import build_configs
 
-try:
-    result = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
-    model, _, _ = load_checkpoint(result["checkpoint"], device="cuda")
+try:  # the run's checkpoint is named relative to its runs folder
+    saved = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])["checkpoint"]
+except (ValueError, KeyError, IndexError):
+    saved = None
+if saved:
+    model, _, _ = load_checkpoint(Path(os.environ["LLAMA_LAB_RUNS"]) / saved, device="cuda")
     which = "trained checkpoint"
-except Exception:
+else:
     model_cfg, _ = build_configs("nanogpt-gpu")
-    model, which = Llama(model_cfg).cuda().eval(), "fresh model (no checkpoint)"
+    model, which = Llama(model_cfg).cuda().eval(), "fresh model: training left no checkpoint"
 corpus = load_corpus("tinyshakespeare")
 x, y = (t.cuda() for t in corpus.fixed_batches("val", 1, 64, model.cfg.context_window)[0])
 with torch.no_grad(), eval_mode(model):
-    fp32 = F.cross_entropy(model(x).float().flatten(0, 1), y.flatten()).item()
+    logits32 = model(x).float()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        bf16 = F.cross_entropy(model(x).float().flatten(0, 1), y.flatten()).item()
-print(f"bf16 {bf16:.4f} vs fp32 {fp32:.4f} on one batch of 64 ({which}): "
-      f"difference {abs(bf16 - fp32):.4f}")
+        logits16 = model(x).float()
+fp32, bf16 = (F.cross_entropy(l.flatten(0, 1), y.flatten()).item() for l in (logits32, logits16))
+print(f"bf16 loss {bf16:.5f} vs fp32 {fp32:.5f} on one batch of 64 ({which}): difference "
+      f"{abs(bf16 - fp32):.5f}, largest logit difference "
+      f"{(logits16 - logits32).abs().max().item():.4f}")
 
 cache = hasattr(llama_core.model, "make_cache")
 prompt = torch.zeros((1, 1), dtype=torch.long, device="cuda")
@@ -143,11 +152,12 @@ case $code in
      say "ok   $(sed -n 2p "$OUT_DIR/bf16-generate.txt")" ;;
   3) fail "bf16 differs from fp32 by 0.02 or more: $(sed -n 1p "$OUT_DIR/bf16-generate.txt")"
      say "ok   $(sed -n 2p "$OUT_DIR/bf16-generate.txt")" ;;
+  124) fail "bf16/generation check: over its 60 s limit; see bf16-generate.log" ;;
   *) fail "bf16/generation check (exit $code): $(tail -n 1 "$OUT_DIR/bf16-generate.log")" ;;
 esac
 
 # --- 5. torchrun with one GPU: the distributed path end to end, 200 steps.
-timeout 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m llama_core \
+timeout 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m llama_core \
   train --preset nanogpt-gpu --corpus tinyshakespeare --steps 200 --name gpu-check-torchrun \
   --json > "$OUT_DIR/torchrun.json" 2> "$OUT_DIR/torchrun.log"
 code=$?
