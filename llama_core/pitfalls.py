@@ -23,8 +23,17 @@ from .errors import ConfigError
 NO_BUG = "none"  # ModelConfig.bug of a correct model
 
 
-def _always(cfg: Any) -> bool:
-    return True
+@dataclass(frozen=True)
+class Needs:
+    """What a model must have for a bug to be built into it: ``test`` takes a
+    ModelConfig, ``text`` ends the sentence that refuses one without it."""
+
+    text: str
+    test: Callable[[Any], bool]
+
+
+# Both RoPE bugs live in the rotation, which only attention with pos=rope has.
+ROTARY = Needs("attention with pos=rope", lambda cfg: cfg.attention and cfg.pos == "rope")
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class Pitfall:
 
     ``name`` is its key (``?bug=NAME`` on the Pitfalls page). A ``built_in`` pitfall is
     switched on by ``ModelConfig.bug = name``, which model.BUG_SWAPS turns into a buggy
-    class, and ``needs``/``fits`` say which models it can be built into; the others are
+    class, and ``needs`` says which models it can be built into; the others are
     switched on by plain settings (``switch``, such as causal=false). ``probes`` names
     the probes (probes.PROBES) whose firing is its signature, its own first. ``correct``
     is the model it is compared with (a change to the baseline, such as dropout 0.1 for
@@ -49,8 +58,7 @@ class Pitfall:
     probes: tuple[str, ...]
     what: str
     signature: str
-    needs: str = ""
-    fits: Callable[[Any], bool] = _always
+    needs: Needs | None = None
     built_in: bool = True
     switch: Mapping[str, Any] = field(default_factory=dict)
     correct: Mapping[str, Any] = field(default_factory=dict)
@@ -65,8 +73,8 @@ class Pitfall:
 
     def check(self, cfg) -> None:
         """Refuse, in one sentence, a ModelConfig this bug cannot be built into."""
-        if not self.fits(cfg):
-            raise ConfigError(f"The {self.name} bug needs {self.needs}.")
+        if self.needs and not self.needs.test(cfg):
+            raise ConfigError(f"The {self.name} bug needs {self.needs.text}.")
 
     @property
     def leaks_future(self) -> bool:
@@ -84,17 +92,13 @@ class Pitfall:
         return "rope_unrotated" in self.probes
 
 
-def _rope(cfg) -> bool:
-    return cfg.attention and cfg.pos == "rope"
-
-
 # In the order the Pitfalls page offers them.
 PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
     Pitfall(
         "norm_over_sequence",
         title="RMSNorm over the whole sequence",
         breaks="RMSNorm over the whole (sequence, width) block instead of per token",
-        needs="norm=rmsnorm", fits=lambda cfg: cfg.norm == "rmsnorm",
+        needs=Needs("norm=rmsnorm", lambda cfg: cfg.norm == "rmsnorm"),
         probes=("future_leak",),
         shift_note="normalises over the whole sequence, so the added prefix changes "
                    "every token's scale",
@@ -118,7 +122,7 @@ PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
         "mask_ones",
         title="Mask drawn with ones instead of −inf",
         breaks="causal mask added as ones instead of -inf",
-        needs="attention with causal=true", fits=lambda cfg: cfg.attention and cfg.causal,
+        needs=Needs("attention with causal=true", lambda cfg: cfg.attention and cfg.causal),
         probes=("mask_ones", "future_leak"),
         what="The causal mask is added as +1 on future positions instead of −inf, so the "
              "softmax still gives them weight. In the write-ups this was a picture bug; "
@@ -130,7 +134,7 @@ PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
         "dropout_at_eval",
         title="Dropout left on at evaluation",
         breaks="dropout left on at evaluation and generation",
-        needs="dropout above 0", fits=lambda cfg: cfg.dropout > 0,
+        needs=Needs("dropout above 0", lambda cfg: cfg.dropout > 0),
         correct={"dropout": 0.1},
         probes=("dropout_at_eval",),
         what="Dropout should only be active while training. Left on at evaluation and "
@@ -143,7 +147,7 @@ PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
         "rope_off_by_one",
         title="RoPE frequencies off by one",
         breaks="rotary frequencies use i - 1 for i",
-        needs="attention with pos=rope", fits=_rope,
+        needs=ROTARY,
         probes=("rope_off_by_one",),
         what="The rotary frequencies use i − 1 where the formula says i, so pair 0 turns "
              "by theta^(2/head_dim) radians per position: more than 1.",
@@ -153,7 +157,7 @@ PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
         "rope_unrotated",
         title="RoPE computed but not applied",
         breaks="rotary tables computed but queries and keys passed on unrotated",
-        needs="attention with pos=rope", fits=_rope,
+        needs=ROTARY,
         probes=("rope_unrotated",),
         compare_with=({"pos": "none"},),
         what="The rotary tables are computed, but the unrotated queries and keys are "
