@@ -8,7 +8,7 @@ pitfall runs (lab/classset.py), the Pitfalls page, and what other pages say abou
 run's bug. So adding a bug is one entry here plus, in model.py, the one buggy class
 ``BUG_SWAPS`` names.
 
-No torch and no imports from the rest of the library: config validation reads this
+No torch, and nothing from the library but errors.py: config validation reads this
 module, so it must stay cheap and below everything. Probes are named, not imported
 (their functions are in ``probes.PROBES``).
 """
