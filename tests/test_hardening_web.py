@@ -211,36 +211,30 @@ def test_only_the_owner_may_stop_a_run(tmp_path):
 # --- Through the real server, in Chromium ------------------------------------------------
 
 @pytest.mark.browser
-def test_a_custom_variant_cannot_train_on_a_server_file(tmp_path, browser, secret_file,
+def test_a_custom_variant_cannot_train_on_a_server_file(tmp_path, page, secret_file,
                                                         uploads):
     from conftest import running_dashboard
     from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
 
     runs = tmp_path / "runs"
     runs.mkdir()
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        with running_dashboard(runs, "hardening-corpus-server.log") as url:
-            open_page(page, f"{url}/ablate")
-            expect(page.get_by_role("heading", name="Ablations")).to_be_visible()
-            box = page.locator(".st-key-ab_custom textarea")
-            box.fill(f"corpus={secret_file}")
-            box.press("Control+Enter")
-            wait_for_app(page)
-            # The page refuses at once: no Start button to press.
-            expect(page.locator(".st-key-ab_start")).to_have_count(0)
-            assert_no_exception(page)
-            screenshot(page, "hardening-corpus-path-refused")
-            expect(page.get_by_test_id("stAlertContentError").filter(
-                has_text="a path or any other name is not accepted here")).to_have_count(1)
-            assert "SECRET-4f1c" not in page.content()
-            alerts = " ".join(page.locator("[data-testid='stAlert']").all_inner_texts())
-            assert str(secret_file) not in alerts
-        assert RunStore(runs / "llama_lab.db").list_runs() == []
-    finally:
-        context.close()
+    with running_dashboard(runs, "hardening-corpus-server.log") as url:
+        open_page(page, f"{url}/ablate")
+        expect(page.get_by_role("heading", name="Ablations")).to_be_visible()
+        box = page.locator(".st-key-ab_custom textarea")
+        box.fill(f"corpus={secret_file}")
+        box.press("Control+Enter")
+        wait_for_app(page)
+        # The page refuses at once: no Start button to press.
+        expect(page.locator(".st-key-ab_start")).to_have_count(0)
+        assert_no_exception(page)
+        screenshot(page, "hardening-corpus-path-refused")
+        expect(page.get_by_test_id("stAlertContentError").filter(
+            has_text="a path or any other name is not accepted here")).to_have_count(1)
+        assert "SECRET-4f1c" not in page.content()
+        alerts = " ".join(page.locator("[data-testid='stAlert']").all_inner_texts())
+        assert str(secret_file) not in alerts
+    assert RunStore(runs / "llama_lab.db").list_runs() == []
 
 
 @pytest.mark.browser
@@ -263,6 +257,8 @@ def test_a_student_sees_another_students_run_read_only(tmp_path, browser):
                                   "url": url}])
                 tabs[student] = ctx.new_page()
                 tabs[student].set_default_timeout(60_000)
+            # The server starts its job manager with the first page anyone opens.
+            open_page(tabs[STUDENT_A], f"{url}/train?run={run_id}")
             deadline = time.monotonic() + 90
             while store.get_run(run_id).status != "running":
                 assert time.monotonic() < deadline, "the run never started"
@@ -293,7 +289,7 @@ def test_a_student_sees_another_students_run_read_only(tmp_path, browser):
 
 
 @pytest.mark.browser
-def test_a_student_trains_on_a_text_they_upload(tmp_path, browser, uploads):
+def test_a_student_trains_on_a_text_they_upload(tmp_path, page, uploads):
     """The one way a browser brings its own corpus: an upload, kept by its hash."""
     import re
 
@@ -304,26 +300,20 @@ def test_a_student_trains_on_a_text_they_upload(tmp_path, browser, uploads):
     runs.mkdir()
     own = tmp_path / "sonnets.txt"
     own.write_text("Shall I compare thee to a summer's day?\n" * 60)
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        with running_dashboard(runs, "hardening-upload-server.log") as url:
-            open_page(page, f"{url}/train")
-            expect(page.get_by_role("heading", name="Build & train")).to_be_visible()
-            page.locator(".st-key-tr_upload input[type='file']").set_input_files(str(own))
-            wait_for_app(page)
-            assert_no_exception(page)
-            expect(page.locator(".st-key-tr_corpus input")).to_have_value(
-                "uploaded: sonnets.txt")
-            screenshot(page, "hardening-upload-chosen")
-            page.locator(".st-key-tr_launch button").first.click()
-            page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
-            run_id = re.search(r"[?&]run=([a-z0-9-]+)", page.url).group(1)
-            run = RunStore(runs / "llama_lab.db").get_run(run_id)
-            assert run.train_config["corpus"].startswith("upload:")
-            assert run.model_config["vocab_size"] == len(set(own.read_text()))
-            page.locator(".st-key-tr_stop button").click()
-            wait_for_app(page)
-    finally:
-        context.close()
+    with running_dashboard(runs, "hardening-upload-server.log") as url:
+        open_page(page, f"{url}/train")
+        expect(page.get_by_role("heading", name="Build & train")).to_be_visible()
+        page.locator(".st-key-tr_upload input[type='file']").set_input_files(str(own))
+        wait_for_app(page)
+        assert_no_exception(page)
+        expect(page.locator(".st-key-tr_corpus input")).to_have_value(
+            "uploaded: sonnets.txt")
+        screenshot(page, "hardening-upload-chosen")
+        page.locator(".st-key-tr_launch button").first.click()
+        page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
+        run_id = re.search(r"[?&]run=([a-z0-9-]+)", page.url).group(1)
+        run = RunStore(runs / "llama_lab.db").get_run(run_id)
+        assert run.train_config["corpus"].startswith("upload:")
+        assert run.model_config["vocab_size"] == len(set(own.read_text()))
+        page.locator(".st-key-tr_stop button").click()
+        wait_for_app(page)
