@@ -28,6 +28,16 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@pytest.fixture
+def app_runs(runs_dir):
+    """runs_dir for AppTest pages that train: the job manager they start there ends
+    afterwards, with any run it started stopped."""
+    from helpers_apptest import stop_jobs
+
+    yield runs_dir
+    stop_jobs(runs_dir)
+
+
 @pytest.fixture(scope="session")
 def tinyshakespeare_dir() -> Path:
     """The folder holding tinyshakespeare.txt: LLAMA_LAB_DATA, else ../shared/data."""

@@ -22,8 +22,13 @@ from llama_core.model import Llama
 from llama_core.lab.store import RunStore
 from llama_core.stats import t_critical
 from llama_core.training import train
+from charts.bands import band_figure, half_width, seed_bands
+from charts.components import components_frame
+from charts.health import depth_profile_figure, health_frame, health_over_steps_figure
+from charts.palette import plot_config
+from charts.records import configs_json, records_frame
+from charts.verdicts import summary_frame
 from runs_fixtures import train_tiny_runs
-from ui import ablation_charts as ac
 
 SMALL = {"context_window": 16, "d_model": 32, "n_layers": 2, "n_heads": 2, "batch_size": 4,
          "threads": 1, "eval_batches": 1, "sample_chars": 0}
@@ -154,13 +159,13 @@ def test_band_of_a_known_sample_matches_a_hand_computation():
         "variant": ["baseline"] * 4, "run_id": list("abcd"), "seed": [0, 1, 2, 3],
         "step": [50.0] * 4, "tokens": [800.0] * 4, "seconds": [1.0, 2.0, 3.0, 4.0],
         "flops": [8e6] * 4, "train_loss": [1.0] * 4, "val_loss": [1.0, 2.0, 3.0, 4.0]})
-    band = ac.seed_bands(curves, "seconds").iloc[0]
+    band = seed_bands(curves, "seconds").iloc[0]
     half = 3.182 * math.sqrt(5 / 3) / 2
     assert band["mean"] == 2.5 and band["n"] == 4
     assert band["low"] == pytest.approx(2.5 - half) and band["high"] == pytest.approx(2.5 + half)
     assert band["x"] == 2.5  # mean seconds at that step
-    assert math.isnan(ac.half_width([1.0]))
-    assert ac.half_width([1.0, 3.0]) == pytest.approx(t_critical(1) * math.sqrt(2) / math.sqrt(2))
+    assert math.isnan(half_width([1.0]))
+    assert half_width([1.0, 3.0]) == pytest.approx(t_critical(1) * math.sqrt(2) / math.sqrt(2))
 
 
 def test_band_figure_draws_a_filled_band_per_variant_with_seeds():
@@ -175,7 +180,7 @@ def test_band_figure_draws_a_filled_band_per_variant_with_seeds():
                              "train_loss": 3 - step / 30 + shift,
                              "val_loss": 3 - step / 30 + shift + 0.01 * seed})
     curves = pd.DataFrame(rows)
-    fig = ac.band_figure(ac.seed_bands(curves, "flops"), "flops", curves=curves)
+    fig = band_figure(seed_bands(curves, "flops"), "flops", curves=curves)
     fills = [t for t in fig.data if t.fill == "tonexty"]
     assert sorted(t.legendgroup for t in fills) == [BASELINE, "ffn=gelu"]
     means = [t for t in fig.data if t.showlegend is not False]
@@ -196,7 +201,7 @@ def test_summary_frame_reads_like_the_write_up():
     runs[3].params = 120
     for r in runs[4:]:
         r.params = 120
-    table = ac.summary_frame(summarize(runs), runs)
+    table = summary_frame(summarize(runs), runs)
     assert list(table["variant"]) == [BASELINE, "worse"]
     worse = table.iloc[1]
     assert worse["verdict"] == "worse"
@@ -211,7 +216,7 @@ def test_summary_frame_reads_like_the_write_up():
 def test_components_frame_agrees_with_inspect_and_shows_the_ffn_difference():
     plan = plan_sweep("tiny", {}, [{"ffn": "gelu"}], [0])
     configs = {p.label: p.model for p in plan}
-    table = ac.components_frame(configs)
+    table = components_frame(configs)
     params = table[table["quantity"] == "parameters"].set_index("component")
     flops = table[table["quantity"] == "FLOPs per token"].set_index("component")
     for label, cfg in configs.items():
@@ -249,13 +254,13 @@ def test_health_frame_and_figures_from_metric_extras():
         {"run_id": "rb", "step": 10, "extra": {"grad_norm_per_layer": [0.01, 3.0],
                                                "residual_rms_per_layer": [2.0, 9.0]}},
         {"run_id": "rb", "step": 20, "extra": None}])
-    h = ac.health_frame(runs, metrics)
+    h = health_frame(runs, metrics)
     assert len(h) == 4 and list(h.columns[-2:]) == ["grad_norm", "residual_rms"]
     assert h[(h.run_id == "rb") & (h.layer == 1)].iloc[0]["residual_rms"] == 9.0
-    fig = ac.depth_profile_figure(h)
+    fig = depth_profile_figure(h)
     named = [t for t in fig.data if t.name in (BASELINE, "norm=none")]
     assert len(named) == 4 and fig.layout.yaxis.type == "log"
-    over = ac.health_over_steps_figure(h, [BASELINE, "norm=none"], "residual_rms")
+    over = health_over_steps_figure(h, [BASELINE, "norm=none"], "residual_rms")
     assert len(over.data) == 4
 
 
@@ -264,18 +269,18 @@ def test_records_and_config_export_carry_what_reproduces_a_run(tmp_path):
     train_tiny_runs(db, seeds=(5,), steps=10)
     store = RunStore(db)
     runs = store.list_runs()
-    table = ac.records_frame(runs)
+    table = records_frame(runs)
     row = table.iloc[0]
     assert row["seed"] == 5 and row["device"] == "cpu" and row["threads"] == 1
     assert row["code version"] and row["torch"] == torch.__version__
     assert len(row["data sha256"]) == 12
-    cfg = ac.configs_json(runs)[0]
+    cfg = configs_json(runs)[0]
     assert cfg["model_config"]["d_model"] == 32 and cfg["train_config"]["seed"] == 5
     assert cfg["data_sha256"] == runs[0].data_sha256
 
 
 def test_plot_config_keeps_the_modebar_and_saves_png():
-    cfg = ac.plot_config("ablation-x")
+    cfg = plot_config("ablation-x")
     assert cfg["displayModeBar"] is True
     assert cfg["toImageButtonOptions"]["format"] == "png"
     assert cfg["toImageButtonOptions"]["filename"] == "ablation-x"

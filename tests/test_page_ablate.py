@@ -6,32 +6,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers_apptest import plotly_values as plain
-from helpers_browser import REPO
+from helpers_apptest import job_manager, open_page, plotly_values as plain, read_table
 from helpers_markdown import as_read
 from llama_core.lab import classset
 from llama_core.lab.store import RunStore
 
 
-@pytest.fixture
-def app_runs(runs_dir):
-    yield runs_dir
-    import ui.state
-    ui.state._manager_for(str(runs_dir)).shutdown(stop_runs=True, timeout=30)
-    ui.state._manager_for.clear()
-
-
 def open_ablate(**params) -> AppTest:
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=120)
-    at.switch_page("views/ablate.py")
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("views/ablate.py", **params)
 
 
 def chart(at: AppTest, index: int = 0) -> dict:
@@ -40,12 +24,6 @@ def chart(at: AppTest, index: int = 0) -> dict:
 
 def chart_config(at: AppTest, index: int = 0) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.config)
-
-
-def verdicts(at: AppTest):
-    table = at.table[0].value
-    table.index = [as_read(i) for i in table.index]  # st.table cells are Markdown
-    return table
 
 
 def test_first_load_shows_the_class_set_with_bands_and_verdicts(app_runs):
@@ -58,7 +36,7 @@ def test_first_load_shows_the_class_set_with_bands_and_verdicts(app_runs):
     config = chart_config(at)
     assert config["displayModeBar"] is True
     assert config["toImageButtonOptions"]["format"] == "png"
-    table = verdicts(at)
+    table = read_table(at)
     assert table.loc["baseline", "verdict"] == "baseline"
     assert table.loc["norm=none", "verdict"] == "worse"
     assert set(table["verdict"]) <= {"baseline", "better", "worse", "within seed noise"}
@@ -122,14 +100,13 @@ def test_start_an_ablation_from_the_form_and_read_its_verdicts(app_runs):
         ("baseline", 0), ("baseline", 1), ("ffn=gelu", 0), ("ffn=gelu", 1)]
     for r in runs:
         assert r.train_config["steps"] == 20 and r.model_config["ffn_multiple_of"] == 1
-    import ui.state
-    manager = ui.state._manager_for(str(app_runs))
+    manager = job_manager(app_runs)
     for r in runs:
         assert manager.wait(r.id, timeout=240) == "finished"
     at.run()
     at.run()  # the fragment notices the end and reruns the page
     assert not at.exception, at.exception
-    table = verdicts(at)
+    table = read_table(at)
     assert list(table.index) == ["baseline", "ffn=gelu"]
     assert table.loc["ffn=gelu", "verdict"] in ("better", "worse", "within seed noise")
     assert table.loc["ffn=gelu", "seeds"] == 2

@@ -12,15 +12,14 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers_apptest import plotly_values
+from helpers_apptest import open_page, plotly_values, stop_jobs
 from helpers_markdown import as_read
-from helpers_browser import REPO
 from llama_core import inspect as lc_inspect
 from llama_core.config import model_from_dict
 from llama_core.lab.store import RunStore
 from runs_fixtures import train_tiny_runs
-from ui.loss_charts import compare_figure, curve_frame, downsample
-from ui.run_widgets import differing_fields, final_metrics_table, seed_only_difference
+from charts.comparison import differing_fields, final_metrics_table, seed_only_difference
+from charts.loss import compare_figure, curve_frame, downsample
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +35,11 @@ def runs(tmp_path_factory):
         (base_seed1,) = train_tiny_runs(store.path, seeds=(1,))
         yield types.SimpleNamespace(store=store, base=base, layernorm=layernorm,
                                     base_seed1=base_seed1)
-        import ui.state
-        ui.state._manager_for(str(path)).shutdown(stop_runs=True, timeout=30)
-        ui.state._manager_for.clear()
+        stop_jobs(path)
 
 
 def open_compare(ids=(), **params) -> AppTest:
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.switch_page("views/compare.py")
-    if ids:
-        at.query_params["runs"] = list(ids)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("views/compare.py", 60, **({"runs": list(ids)} if ids else {}), **params)
 
 
 def traces(at: AppTest) -> list[dict]:

@@ -16,7 +16,7 @@ from llama_core.lab.store import RunStore
 from llama_core.checkpoint import load_checkpoint
 from llama_core.generate import generate_text
 from runs_fixtures import trained_store
-from ui.inspect_charts import CHOSEN
+from charts.generation import CHOSEN
 from ui.inspect_compute import generate_with_probs
 
 PAGE = str(REPO / "views" / "generate.py")

@@ -6,31 +6,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers_browser import REPO
+from helpers_apptest import job_manager, open_page
 from helpers_markdown import as_read
 from llama_core.presets import LADDER
 from llama_core.lab.store import RunStore
 
 
-@pytest.fixture
-def app_runs(runs_dir):
-    yield runs_dir
-    import ui.state
-    ui.state._manager_for(str(runs_dir)).shutdown(stop_runs=True, timeout=30)
-    ui.state._manager_for.clear()
-
-
 def open_ladder(**params) -> AppTest:
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=120)
-    at.switch_page("views/ladder.py")
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("views/ladder.py", **params)
 
 
 def trace_names(at: AppTest) -> list[str]:
@@ -88,8 +73,7 @@ def test_training_a_rung_adds_its_curve(app_runs):
     store = RunStore(app_runs / "llama_lab.db")
     (run,) = store.list_runs(group=group)
     assert run.name == LADDER[0] and run.train_config["steps"] == 20
-    import ui.state
-    assert ui.state._manager_for(str(app_runs)).wait(run.id, timeout=240) == "finished"
+    assert job_manager(app_runs).wait(run.id, timeout=240) == "finished"
     at.run()
     at.run()
     assert not at.exception, at.exception

@@ -14,7 +14,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from helpers_apptest import plotly_values
+from helpers_apptest import job_manager, open_page, plotly_values, stop_jobs
 from helpers_browser import REPO
 from helpers_markdown import as_read
 from llama_core import inspect as lc_inspect
@@ -24,7 +24,8 @@ from llama_core.data import CharTokenizer
 from llama_core.model import Llama
 from llama_core.lab.store import ACTIVE, RunStore
 from runs_fixtures import train_tiny_runs
-from ui.run_widgets import live_progress, parameter_table, shapes_table
+from charts.components import parameter_table, shapes_table
+from charts.run_status import live_progress
 
 VOCAB = CharTokenizer.from_text(corpus_text("shakespeare")).vocab_size
 
@@ -37,10 +38,8 @@ def store_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLAMA_LAB_RUNS", str(path))
         yield path
-        import ui.state
         if os.path.exists(path / "llama_lab.db"):
-            ui.state._manager_for(str(path)).shutdown(stop_runs=True, timeout=30)
-            ui.state._manager_for.clear()
+            stop_jobs(path)
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +48,7 @@ def store(store_dir) -> RunStore:
 
 
 def open_train(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
-    at.switch_page("views/train.py")
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("views/train.py", 60, **(query or {}))
 
 
 def param_rows(at: AppTest) -> dict[str, int]:
@@ -175,8 +168,7 @@ def test_launch_queues_a_run_puts_it_in_the_url_and_stop_ends_it(store_dir, stor
 
     at.button(key="tr_stop").click().run()
     assert not at.exception
-    import ui.state
-    status = ui.state.job_manager().wait(run_id, timeout=90)
+    status = job_manager(store_dir).wait(run_id, timeout=90)
     assert status == "stopped"
     at.run()  # the fragment sees the end and reruns the whole page
     assert not at.get("progress")
@@ -296,7 +288,7 @@ def test_live_progress_extrapolates_between_evaluations():
     (185, "3 min 05 s"),
     (3725, "1 h 02 min"), (None, "—"), (float("nan"), "—")])
 def test_durations_read_naturally(seconds, shown):
-    from ui.run_widgets import duration
+    from charts.numbers import duration
     assert duration(seconds) == shown
 
 
@@ -324,5 +316,5 @@ def test_with_no_run_in_the_url_a_student_finds_their_own(store_dir, store):
     (17.2, "17 s"), (99.4, "99 s"), (100, "2 min"), (2946, "49 min"), (9780, "2.7 h"),
     (None, "—")])
 def test_estimates_fit_a_metric_tile(seconds, shown):
-    from ui.run_widgets import rough_duration
+    from charts.numbers import rough_duration
     assert rough_duration(seconds) == shown

@@ -163,8 +163,12 @@ def assert_no_user_markup(fig) -> None:
 
 
 def test_loss_and_ablation_charts_escape_names():
-    from ui import ablation_charts as ac
-    from ui.loss_charts import compare_figure, curve_frame
+    from charts.bands import band_figure
+    from charts.components import params_figure
+    from charts.health import depth_profile_figure, health_over_steps_figure
+    from charts.loss import compare_figure, curve_frame
+    from charts.verdicts import summary_display
+    from ui.figures import markdown_index
 
     frame = curve_frame([{"step": 1, "val_loss": 3.0, "train_loss": 3.1},
                          {"step": 2, "val_loss": 2.5, "train_loss": 2.6}])
@@ -177,32 +181,33 @@ def test_loss_and_ablation_charts_escape_names():
                           "n": [2, 2]})
     curves = pd.DataFrame({"variant": [EVIL] * 2, "seed": [0, 0], "step": [1, 2],
                            "val_loss": [3.0, 2.5]})
-    assert_no_user_markup(ac.band_figure(bands, curves=curves))
+    assert_no_user_markup(band_figure(bands, curves=curves))
 
     from llama_core.config import ModelConfig
-    assert_no_user_markup(ac.params_figure({EVIL: ModelConfig(vocab_size=65)}))
+    assert_no_user_markup(params_figure({EVIL: ModelConfig(vocab_size=65)}))
 
     health = pd.DataFrame({"variant": [EVIL] * 4, "run_id": ["r1"] * 4, "seed": [0] * 4,
                            "step": [1, 1, 2, 2], "layer": [0, 1, 0, 1],
                            "grad_norm": [1.0, 2.0, 1.5, 2.5],
                            "residual_rms": [1.0, 1.2, 1.1, 1.3]})
-    assert_no_user_markup(ac.depth_profile_figure(health))
-    assert_no_user_markup(ac.health_over_steps_figure(health, [EVIL]))
+    assert_no_user_markup(depth_profile_figure(health))
+    assert_no_user_markup(health_over_steps_figure(health, [EVIL]))
 
-    table = ac.summary_display(pd.DataFrame({"variant": [EVIL], "seeds": [2]}))
+    table = markdown_index(summary_display(pd.DataFrame({"variant": [EVIL], "seeds": [2]})))
     assert bare_punctuation(table.index[0]) == []
 
 
 def test_inspect_charts_escape_names_and_characters():
-    from ui import inspect_charts as charts
+    from charts.attention import attention_heatmap, head_bars
+    from charts.generation import next_char_bars
 
-    assert_no_user_markup(charts.head_bars({EVIL: np.ones((2, 2))}, "entropy", "nats"))
+    assert_no_user_markup(head_bars({EVIL: np.ones((2, 2))}, "entropy", "nats"))
     step = pd.DataFrame({"character": ["<", "&", "a"], "probability": [0.5, 0.3, 0.2],
                          "chosen": [True, False, False]})
-    fig = charts.next_char_bars(step, "title")
+    fig = next_char_bars(step, "title")
     ticks = fig.layout.xaxis.ticktext
     assert "<" not in "".join(ticks) and [plotly_decoded(t) for t in ticks] == ["<", "&", "a"]
-    heat = charts.attention_heatmap(np.full((3, 3), 1 / 3), "<a>", "one head")
+    heat = attention_heatmap(np.full((3, 3), 1 / 3), "<a>", "one head")
     assert "".join(heat.layout.xaxis.ticktext) == "&lt;a&gt;"
 
 

@@ -1,7 +1,8 @@
 """Numbers the Attention, Rotary and Generate pages need that llama_core.inspect does
 not (yet) give: the prompt cut to a context window, uniform-attention baselines for the
 per-head statistics, and the table of each generation step's next-character
-probabilities (the sampling loop itself is ``Llama.sample_steps``).
+probabilities (the sampling loop itself is ``Llama.sample_steps``). Library code by
+nature (torch, numpy, pandas): it belongs in llama_core once the library takes it.
 
 Pure: torch, numpy and pandas only, no streamlit; a model is never changed (eval mode
 and the training flag are restored).
@@ -52,6 +53,19 @@ def uniform_baselines(T: int, causal: bool) -> dict[str, float]:
     u = [uniform_attention(T, causal)]
     return {"entropy": float(I.attention_entropy(u)[0, 0]),
             "distance": float(I.mean_attended_distance(u)[0, 0])}
+
+
+def uniform_references(readings: list[tuple[int, bool]]) -> dict[str, dict[str, float]]:
+    """The dashed "uniform attention" lines for the chosen runs, one per distinct
+    (characters read, mask on) among ``readings``, named by what tells them apart."""
+    baselines = {(T, masked): uniform_baselines(T, masked) for T, masked in readings}
+    if len(baselines) == 1:
+        return {"uniform attention": next(iter(baselines.values()))}
+    if len({T for T, _ in baselines}) == 1:
+        return {f"uniform, {'causal' if m else 'no mask'}": b
+                for (_, m), b in baselines.items()}
+    return {f"uniform, {T} characters{'' if m else ', no mask'}": b
+            for (T, m), b in baselines.items()}
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The dashboard's shared state: one job manager per server, the run store it owns,
-and small helpers every page uses.
+"""The dashboard's shared state: per server, the one job manager and the run store it
+owns; per browser, who is here (a student's id, the teacher's key) and what they may
+control.
 
 Streamlit reruns a page's script on every click, in a thread per browser session, and
 forgets session state on reload. So nothing long-lived lives in a session: the job
@@ -12,17 +13,13 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from contextlib import contextmanager
 
 import streamlit as st
 
-from llama_core.lab import classroom
-from llama_core.corpora import check_offered, corpus_text
-from llama_core.data import CharTokenizer
 from llama_core.errors import UserError
+from llama_core.lab import classroom
 from llama_core.lab.jobs import JobManager
 from llama_core.lab.store import Run, RunStore, default_runs_dir
-from ui.plain_text import md_literal
 
 
 @st.cache_resource(show_spinner=False)
@@ -114,37 +111,3 @@ def may_control(run: Run) -> bool:
 def stop_run(run_id: str) -> str:
     """Stop a run on behalf of this browser; refused when the run is someone else's."""
     return job_manager().stop(run_id, on_behalf_of=None if is_teacher() else owner_id())
-
-
-@st.cache_data(show_spinner="Reading the corpus…", max_entries=8)
-def _vocab_of(name: str) -> int:
-    return CharTokenizer.from_text(corpus_text(name)).vocab_size
-
-
-def corpus_vocab(name: str) -> int:
-    """Characters in an offered corpus's vocabulary (what a run's vocab_size will be).
-    A name from a page is checked before any file is opened: never a server path."""
-    return _vocab_of(check_offered(name))
-
-
-def run_label(run: Run) -> str:
-    """How a run is named in pickers and legends: id, name and seed."""
-    return f"{run.id} · {run.name} · seed {run.seed} · {run.status}"
-
-
-def show_error(message) -> None:
-    """A UserError's sentence in st.error as plain text: it is written for a terminal
-    too, and may quote what a user typed (a name, a prompt, a value from the address)."""
-    st.error(md_literal(message))
-
-
-@contextmanager
-def user_errors():
-    """Show a user's mistake as one st.error sentence instead of a traceback."""
-    try:
-        yield
-    except UserError as e:
-        show_error(e)
-
-
-ACTIVE = ("queued", "running")

@@ -15,15 +15,27 @@ import time
 
 import streamlit as st
 
-from llama_core.lab import classset
-from llama_core.lab.sweeps import BASELINE, parse_variant, plan_sweep, submit_plan, summarize
-from llama_core.presets import PRESETS, build_configs
+from charts.bands import band_figure, seed_bands, seed_curves, variant_order
+from charts.components import components_frame, config_of, params_figure
+from charts.health import (HEALTH, depth_profile_figure, depth_summary, health_frame,
+                           health_over_steps_figure)
+from charts.palette import METRICS, X_AXES
+from charts.records import records_frame
+from charts.verdicts import leaks, summary_display, summary_frame
+from llama_core import inspect as lc_inspect
 from llama_core.corpora import check_offered
 from llama_core.errors import UserError
+from llama_core.lab import classset
 from llama_core.lab.store import ACTIVE, TERMINAL
-from ui import ablation_charts as ac
+from llama_core.lab.sweeps import BASELINE, parse_variant, plan_sweep, submit_plan, summarize
+from llama_core.presets import PRESETS, build_configs
 from ui import state
+from ui.errors import show_error, user_errors
+from ui.estimates import sweep_seconds
+from ui.figures import show_chart, show_table
+from ui.model_facts import corpus_vocab
 from ui.plain_text import md_literal
+from ui.sweep_actions import export_buttons, resubmit
 
 DEFAULT_PRESET = "tiny"
 DEFAULT_VARIANTS = ("norm=layernorm", "ffn=gelu")
@@ -31,6 +43,7 @@ DEFAULT_SEEDS = 2
 POLL_S = 1.0
 LADDER_PREFIX = "ld-"
 CLASSSET_GROUPS = ("classset-ablation", "classset-health", "classset-pitfalls")
+AXES = ["step", "seconds", "flops", "tokens"]  # per step first, then per cost
 
 
 def llama_presets() -> list[str]:
@@ -92,25 +105,6 @@ def reset_preset() -> None:
     ss["ab_variants"] = [v for v in ss.get("ab_variants", []) if v in options]
 
 
-def estimate_seconds(plan, cs) -> float | None:
-    """A rough wall-clock estimate from the class set's measured speed (FLOPs per
-    second of a one-thread CPU run), divided over the runs trained at once."""
-    rates = []
-    for r in cs.list_runs(group="classset-ablation"):
-        fpt = ac.train_flops_per_token(r)
-        if fpt and r.tokens_per_s:
-            rates.append(fpt * r.tokens_per_s)
-    if not rates:
-        return None
-    rate = sorted(rates)[len(rates) // 2]
-    total = 0.0
-    for p in plan:
-        fpt = ac.lc_inspect.flops_per_token(p.model)["training_flops_per_token"]
-        total += p.train.steps * p.train.batch_size * p.model.context_window * fpt
-        total += 1.5 * rate  # evaluation, samples and start-up, per run
-    return total / rate / max(1, state.job_manager().max_concurrent)
-
-
 def new_ablation_form(cs) -> None:
     ss = st.session_state
     presets = llama_presets()
@@ -145,20 +139,20 @@ def new_ablation_form(cs) -> None:
     try:
         plan = current_plan(ss)
     except UserError as e:  # it may quote a custom variant line as typed
-        state.show_error(e)
+        show_error(e)
         return
     labels = list(dict.fromkeys(p.label for p in plan))
     try:
-        vocab = state.corpus_vocab(plan[0].train.corpus)
+        vocab = corpus_vocab(plan[0].train.corpus)
         for p in plan[1:]:  # a variant may name its own corpus: each one is checked
             check_offered(p.train.corpus)
     except UserError as e:
-        state.show_error(e)
+        show_error(e)
         return
     configs = {p.label: dataclasses.replace(p.model, vocab_size=vocab) for p in plan}
-    params = {k: ac.lc_inspect.param_formula(c)["total"] for k, c in configs.items()}
+    params = {k: lc_inspect.param_formula(c)["total"] for k, c in configs.items()}
     base = params.get(BASELINE)
-    est = estimate_seconds(plan, cs)
+    est = sweep_seconds(plan, cs)
     st.caption(f"{len(plan)} runs: {len(labels)} variants (baseline included) × "
                f"{int(ss['ab_seeds'])} seeds. Parameters: "
                + ", ".join(f"{md_literal(k)} {v:,}" + ("" if k == BASELINE or base is None
@@ -172,7 +166,7 @@ def new_ablation_form(cs) -> None:
     st.button("Start the ablation", key="ab_start", type="primary",
               icon=":material/play_arrow:", on_click=start_ablation)
     if ss.get("ab_error"):
-        state.show_error(ss["ab_error"])
+        show_error(ss["ab_error"])
 
 
 def live_groups(store) -> dict[str, list]:
@@ -210,10 +204,10 @@ def results(group: str, x: str, metric: str, show_seeds: bool, zoom: bool,
         st.progress(done / len(runs), text=f"{done} of {len(runs)} runs done · {running} "
                                            f"training · {len(active) - running} waiting")
     metrics = src.metrics_frame([r.id for r in runs])
-    shown = [r for r in runs if not (zoom and ac.leaks(r))]
-    curves = ac.seed_curves(shown, metrics)
-    bands = ac.seed_bands(curves, x, metric)
-    ac.show_chart(ac.band_figure(bands, x, metric, curves if show_seeds else None,
+    shown = [r for r in runs if not (zoom and leaks(r))]
+    curves = seed_curves(shown, metrics)
+    bands = seed_bands(curves, x, metric)
+    show_chart(band_figure(bands, x, metric, curves if show_seeds else None,
                                  empty_text="The first evaluations appear here soon."),
                   key="ab_chart", filename=f"ablation-{group}-{metric}-vs-{x}")
     left_out = sorted({r.name for r in runs if r not in shown})
@@ -227,7 +221,7 @@ def results(group: str, x: str, metric: str, show_seeds: bool, zoom: bool,
     if not rows:
         st.info("No run has finished yet: the table fills in as they do.")
     else:
-        st.table(ac.summary_display(ac.summary_frame(rows, runs)))
+        show_table(summary_display(summary_frame(rows, runs)))
         st.caption(
             "Losses in nats per character. Δ is variant minus baseline on the same seed "
             "(same batches, same starting weights), averaged over seeds; negative is better. **better** / **worse**: "
@@ -243,10 +237,10 @@ def results(group: str, x: str, metric: str, show_seeds: bool, zoom: bool,
 def compute_tab(runs) -> None:
     configs = {}
     for r in runs:
-        cfg = ac.config_of(r)
+        cfg = config_of(r.model_config)
         if cfg is not None and r.name not in configs:  # stored as trained: its vocabulary
             configs[r.name] = cfg
-    configs = {k: configs[k] for k in ac.variant_order(configs)}
+    configs = {k: configs[k] for k in variant_order(configs)}
     if not configs:
         st.info("No valid configs in this group.")
         return
@@ -254,15 +248,15 @@ def compute_tab(runs) -> None:
                 "`llama_core.inspect` (a multiply-add is 2 FLOPs; training costs about 3 × "
                 "forward). Switch the chart's x axis to *seconds* or *FLOPs* above: a "
                 "variant can be better per step and worse per second.")
-    st.dataframe(ac.components_frame(configs), hide_index=True, key="ab_components",
+    st.dataframe(components_frame(configs), hide_index=True, key="ab_components",
                  column_config={k: st.column_config.NumberColumn(format="localized")
                                 for k in configs})
-    ac.show_chart(ac.params_figure(configs), key="ab_params", filename="parameters")
+    show_chart(params_figure(configs), key="ab_params", filename="parameters")
     if "ffn=gelu" in configs or "ffn=relu" in configs:
         base = configs.get(BASELINE)
         if base is not None:
-            sw = ac.lc_inspect.param_formula(base)["feed_forward"]
-            other = next(ac.lc_inspect.param_formula(configs[k])["feed_forward"]
+            sw = lc_inspect.param_formula(base)["feed_forward"]
+            other = next(lc_inspect.param_formula(configs[k])["feed_forward"]
                          for k in ("ffn=gelu", "ffn=relu") if k in configs)
             st.caption(f"Feed-forward parameters: SwiGLU {sw:,} (hidden "
                        f"{base.ffn_hidden}) vs 4d GELU/ReLU {other:,} "
@@ -273,11 +267,11 @@ def compute_tab(runs) -> None:
 
 def health_tab(src, runs, group: str) -> None:
     metrics = src.metrics_frame([r.id for r in runs])
-    health = ac.health_frame(runs, metrics)
+    health = health_frame(runs, metrics)
     if health.empty:
         st.info("These runs have no per-layer records yet.")
         return
-    labels = ac.variant_order(health["variant"])
+    labels = variant_order(health["variant"])
     default = labels[:2]
     if "norm=none" in labels and BASELINE in labels:
         default = [BASELINE, "norm=none"]
@@ -291,16 +285,16 @@ def health_tab(src, runs, group: str) -> None:
                 "gradients reach every layer at a steady size. Without a norm each layer "
                 "adds to a stream whose scale compounds with depth, and the lower layers "
                 "see only what trickles back through all the ones above.")
-    ac.show_chart(ac.depth_profile_figure(h), key="ab_depth", filename="health-by-layer")
-    summary = ac.depth_summary(h)
+    show_chart(depth_profile_figure(h), key="ab_depth", filename="health-by-layer")
+    summary = depth_summary(h)
     st.dataframe(summary, hide_index=True, key="ab_depth_summary", column_config={
         c: st.column_config.NumberColumn(format="%.3g") for c in summary.columns[2:]})
     st.caption("Measured from these runs: growth is the last layer's residual RMS over "
                "the first's; gradient norms at the first evaluation and at the end.")
-    key = st.segmented_control("Over training", list(ac.HEALTH), key="ab_health_key",
+    key = st.segmented_control("Over training", list(HEALTH), key="ab_health_key",
                                default="grad_norm", required=True,
-                               format_func=lambda k: ac.HEALTH[k])
-    ac.show_chart(ac.health_over_steps_figure(h, chosen, key or "grad_norm"),
+                               format_func=lambda k: HEALTH[k])
+    show_chart(health_over_steps_figure(h, chosen, key or "grad_norm"),
                   key="ab_health_steps", filename=f"health-{key}-over-steps")
     st.caption("Gradient norm: of each layer's weights on the last training batch before "
                "the evaluation (before clipping). Residual RMS: root mean square of the "
@@ -310,17 +304,17 @@ def health_tab(src, runs, group: str) -> None:
 def records_tab(src, runs, group: str) -> None:
     st.markdown("Everything a run needs to be reproduced: configs, seed, code version, "
                 "torch version, device, threads and the corpus's sha256.")
-    st.dataframe(ac.records_frame(runs), hide_index=True, key="ab_records",
+    st.dataframe(records_frame(runs), hide_index=True, key="ab_records",
                  column_config={"final val loss": st.column_config.NumberColumn(
                      format="%.4f")})
-    ac.export_buttons(src, runs, stem=group, key="ab_export")
+    export_buttons(src, runs, stem=group, key="ab_export")
     st.caption("Charts: the camera icon at the top right of each chart saves it as a PNG.")
     a, b = st.columns([1, 2])
     if a.button("Re-run this whole ablation", key="ab_rerun_all",
                 icon=":material/replay:",
                 help="Queue the same configs and seeds again as a new live group."):
-        with state.user_errors():
-            new, _ = ac.resubmit(runs, owner=state.owner_id())
+        with user_errors():
+            new, _ = resubmit(runs, owner=state.owner_id())
             st.query_params["group"] = new
             st.rerun()
     with b:
@@ -328,8 +322,8 @@ def records_tab(src, runs, group: str) -> None:
                             format_func=lambda i: next(f"{r.id} · {r.name} · seed {r.seed}"
                                                        for r in runs if r.id == i))
         if st.button("Re-run this record", key="ab_rerun_one", icon=":material/replay:"):
-            with state.user_errors():
-                new, _ = ac.resubmit([r for r in runs if r.id == pick],
+            with user_errors():
+                new, _ = resubmit([r for r in runs if r.id == pick],
                                      owner=state.owner_id())
                 st.query_params["group"] = new
                 st.rerun()
@@ -399,11 +393,11 @@ if group.startswith("classset-"):
                "Re-run any record live under *Records & export*.")
 
 a, b, c, d = st.columns([5, 3, 3, 2])
-x = a.segmented_control("x axis", list(ac.X_AXES), key="ab_x", default="step",
-                        required=True, format_func=lambda k: ac.X_AXES[k][0])
-metric = b.segmented_control("Loss", list(ac.METRICS), key="ab_metric",
+x = a.segmented_control("x axis", AXES, key="ab_x", default="step",
+                        required=True, format_func=lambda k: X_AXES[k][0])
+metric = b.segmented_control("Loss", list(METRICS), key="ab_metric",
                              default="val_loss", required=True,
-                             format_func=lambda k: ac.METRICS[k].split()[0])
+                             format_func=lambda k: METRICS[k].split()[0])
 show_seeds = c.toggle("Show each seed", key="ab_seeds_shown")
 zoom = c.toggle("Hide leaks", key="ab_zoom",
                 help="Variants that can see the future (no causal mask, a leaking bug) "

@@ -2,23 +2,29 @@
 or two trained runs, their difference, and per-head statistics (entropy, distance, and
 attention on future keys when the causal mask is off)."""
 
-import numpy as np
 import streamlit as st
 
-from llama_core.errors import UserError
-from ui import inspect_charts as charts
-from ui.inspect_compute import attention_for, uniform_baselines
-from ui.inspect_pages import (NO_RUNS, describe, inspectable_runs, load_run, pick_runs,
-                              short_label, show_errors, torch_turn)
+from charts.attention import (attention_grid, attention_heatmap, head_bars, panel_size,
+                              shared_zmax)
+from charts.labels import describe, short_label
+from ui.checkpoints import NO_RUNS, inspectable_runs, load_run, torch_turn
+from ui.errors import each_run, require
+from llama_core.pitfalls import mask_holds
+from ui.inspect_compute import attention_for, uniform_references
 from ui.plain_text import md_literal
+from ui.run_pickers import pick_runs
 
 DEFAULT_PROMPT = "To be, or not to be"
-
-
-def panel_size(heads: int, runs: int) -> int:
-    """Pixels per heatmap panel so a grid fills its column on a 1400-pixel-wide screen
-    (about 1000 pixels for the page, less margins and the colour scale)."""
-    return int(min(230, max(80, (1000 / runs - 250) / heads)))
+# (statistic, chart title, axis title, what it means) for the two per-head charts
+HEAD_STATISTICS = [
+    ("entropy", "Entropy per head", "entropy (nats)",
+     "Mean over the prompt's queries of −Σ p log p. 0 nats: every query looks at a single "
+     "key. The dashed line: a head that spreads its attention evenly over the keys a "
+     "query can see."),
+    ("distance", "Mean attended distance per head", "distance (positions)",
+     "Mean over queries of Σ p · |query − key|. 0 positions: a head that looks at the "
+     "current character; large: one that looks far back (or, without the mask, ahead)."),
+]
 
 st.title("Attention")
 st.markdown("Each heatmap shows, for one head, how much each character of the prompt "
@@ -34,22 +40,17 @@ if not runs:
 chosen = pick_runs(runs, key="attention_runs", max_runs=2,
                    label="Runs (pick two to compare them side by side)")
 prompt = st.text_input("Prompt", value=DEFAULT_PROMPT, key="attention_prompt")
-if not chosen:
-    st.info("Pick a run above to see its attention.")
-    st.stop()
-if not prompt:
-    st.info("Type a prompt to see where the model looks.")
-    st.stop()
+require(chosen, "Pick a run above to see its attention.")
+require(prompt, "Type a prompt to see where the model looks.")
 
-results, errors = {}, {}
+
+def attention_of(run):
+    model, tokenizer, _ = load_run(run)
+    return run, model.cfg, attention_for(model, tokenizer, prompt)
+
+
 with torch_turn():
-    for run in chosen:
-        try:
-            model, tokenizer, _ = load_run(run)
-            results[run.id] = (run, model.cfg, attention_for(model, tokenizer, prompt))
-        except UserError as e:
-            errors.setdefault(str(e), []).append(run)
-show_errors(errors)
+    results = each_run(chosen, attention_of)
 if not results:
     st.stop()
 
@@ -60,19 +61,15 @@ for run, cfg, res in results.values():
                 f"characters: “{md_literal(res.text)}”.")
 
 items = list(results.values())
-# One colour scale for every map, topped by the largest weight any query but the first
-# gives: under the causal mask query 0 can only look at itself (probability 1), which
-# would wash every other cell out to white.
-zmax = max(float(max(m[:, 1:].max() if m.shape[-1] > 1 else m.max() for m in res.maps))
-           for _, _, res in items)
+zmax = shared_zmax([res.maps for _, _, res in items])  # one colour scale for every map
 columns = st.columns(len(items))
 for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
     with col:
         st.subheader(md_literal(short_label(run)))
         st.caption(describe(cfg))
-        fig = charts.attention_grid(
+        fig = attention_grid(
             res.maps, res.text, f"Attention of {run.id}: every layer and head",
-            hide_future=cfg.causal and cfg.bug != "mask_ones", zmax=zmax,
+            hide_future=mask_holds(cfg), zmax=zmax,
             show_scale=i == len(items) - 1,  # one scale serves both runs
             panel_px=panel_size(cfg.n_heads, len(items)))
         st.plotly_chart(fig, key=f"attention_grid_{i}",
@@ -98,12 +95,11 @@ if len(items) == 2:
                 f"{min(cfg_a.context_window, cfg_b.context_window)} characters.")
     else:
         diff = [x - y for x, y in zip(a.maps, b.maps)]
-        top = max(float(np.abs(d).max()) for d in diff) or 1.0
         st.caption("Red: the first run attends more; blue: the second run attends more. "
                    "Same prompt, same layer and head.")
-        st.plotly_chart(charts.attention_grid(
+        st.plotly_chart(attention_grid(
             diff, a.text, f"{run_a.id} − {run_b.id}: difference in attention probability",
-            difference=True, zmax=top,
+            difference=True,
             panel_px=panel_size(cfg_a.n_heads, 1)),
             key="attention_difference", width="stretch")
 
@@ -120,58 +116,35 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
             st.info(f"{run.id} has {cfg.n_layers} layers × {cfg.n_heads} heads; pick a "
                     "smaller layer or head.")
             continue
-        st.plotly_chart(charts.attention_heatmap(
+        st.plotly_chart(attention_heatmap(
             res.maps[layer][head], res.text, f"{run.id}: layer {layer}, head {head}",
-            hide_future=cfg.causal and cfg.bug != "mask_ones", zmax=zmax,
+            hide_future=mask_holds(cfg), zmax=zmax,
             max_labels=64 if len(items) == 1 else 32),
             key=f"attention_head_{i}", width="stretch")
 
 st.subheader("What each head does, in numbers")
 labels = {short_label(run): res for run, _, res in items}
-# The dashed lines: uniform attention over the keys a query can see, per distinct
-# (prompt length, mask) among the chosen runs.
-baselines = {}
-for run, cfg, res in items:
-    masked = cfg.causal and cfg.bug != "mask_ones"
-    baselines[(len(res.text), masked)] = uniform_baselines(len(res.text), masked)
-if len(baselines) == 1:
-    reference = {"uniform attention": next(iter(baselines.values()))}
-elif len({T for T, _ in baselines}) == 1:
-    reference = {f"uniform, {'causal' if m else 'no mask'}": b
-                 for (_, m), b in baselines.items()}
-else:
-    reference = {f"uniform, {T} characters{'' if m else ', no mask'}": b
-                 for (T, m), b in baselines.items()}
-c1, c2 = st.columns(2)
-with c1:
-    st.plotly_chart(charts.head_bars(
-        {k: r.entropy for k, r in labels.items()},
-        "Entropy per head", "entropy (nats)",
-        reference={k: v["entropy"] for k, v in reference.items()}),
-        key="attention_entropy", width="stretch")
-    st.caption("Mean over the prompt's queries of −Σ p log p. 0 nats: every query looks "
-               "at a single key. The dashed line: a head that spreads its attention evenly "
-               "over the keys a query can see.")
-with c2:
-    st.plotly_chart(charts.head_bars(
-        {k: r.distance for k, r in labels.items()},
-        "Mean attended distance per head", "distance (positions)",
-        reference={k: v["distance"] for k, v in reference.items()}),
-        key="attention_distance", width="stretch")
-    st.caption("Mean over queries of Σ p · |query − key|. 0 positions: a head that looks "
-               "at the current character; large: one that looks far back (or, without the "
-               "mask, ahead).")
+# The dashed lines: uniform attention over the keys a query can see.
+reference = uniform_references([(len(res.text), mask_holds(cfg))
+                                for _, cfg, res in items])
+for col, (stat, title, axis, caption) in zip(st.columns(2), HEAD_STATISTICS):
+    with col:
+        st.plotly_chart(head_bars(
+            {k: getattr(r, stat) for k, r in labels.items()}, title, axis,
+            reference={k: v[stat] for k, v in reference.items()}),
+            key=f"attention_{stat}", width="stretch")
+        st.caption(caption)
 
-leaky = [(run, cfg) for run, cfg, _ in items if not cfg.causal or cfg.bug == "mask_ones"]
+leaky = [(run, cfg) for run, cfg, _ in items if not mask_holds(cfg)]
 if leaky:
     st.subheader("Attention on future keys")
     names = ", ".join(run.id for run, _ in leaky)
     st.markdown(f"**{names}** can see the future (causal mask off"
-                + (" or the mask_ones bug" if any(c.bug == "mask_ones" for _, c in leaky)
-                   else "") + "): the fraction of each query's attention that lands on "
+                + "".join(f" or the {bug} bug" for bug in dict.fromkeys(
+                    c.bug for _, c in leaky if c.causal)) + "): the fraction of each query's attention that lands on "
                 "keys after it, averaged over the prompt. A model that reads the next "
                 "character trains to a suspiciously low loss and generates garbage.")
-    st.plotly_chart(charts.head_bars(
+    st.plotly_chart(head_bars(
         {k: r.future for k, r in labels.items()},
         "Attention on keys after the query, per head", "attention on future keys "
         "(fraction)", percent=True), key="attention_future", width="stretch")

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import streamlit as st
 
+from charts.comparison import (differing_fields, final_metrics_table, latest_metrics,
+                               runs_overview, seed_only_difference, side_by_side)
+from charts.labels import short_label
+from charts.loss import compare_figure, run_series
+from charts.palette import BASELINE_MARK, METRICS, X_AXES
 from llama_core.errors import UserError
 from llama_core.lab.store import TERMINAL
 from ui import state
-from ui.loss_charts import BASELINE_MARK, METRICS, X_AXES, compare_figure, curve_frame
 from ui.plain_text import md_literal
-from ui.run_widgets import (differing_fields, final_metrics_table,
-                            seed_only_difference, short_label, side_by_side,
-                            train_flops_per_token)
 
 POLL_S = 2.0
 MAX_SAMPLE_COLUMNS = 3
@@ -39,13 +40,8 @@ def pick_from_table() -> None:
 
 def runs_table(runs) -> None:
     """Every run in the store, to find ids by name; tick rows to add them."""
-    import pandas as pd
-
     st.session_state["cmp_table_ids"] = [r.id for r in runs]
-    df = pd.DataFrame([{"run": r.id, "name": r.name, "status": r.status, "seed": r.seed,
-                        "final val loss (nats/char)": r.final_val_loss, "steps": r.steps,
-                        "wall time (s)": r.wall_s} for r in runs])
-    st.dataframe(df, hide_index=True, key="cmp_table", on_select="rerun",
+    st.dataframe(runs_overview(runs), hide_index=True, key="cmp_table", on_select="rerun",
                  selection_mode="multi-row", height=min(38 * (len(runs) + 1) + 4, 400),
                  column_config={"final val loss (nats/char)": st.column_config.NumberColumn(
                      format="%.3f"), "wall time (s)": st.column_config.NumberColumn(
@@ -66,14 +62,8 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
             continue
     if was_active and all(r.status in TERMINAL for r in runs):
         st.rerun()
-    frames = store.metrics_frame([r.id for r in runs])
-    series, latest = [], {}
-    for r in runs:
-        rows = frames[frames["run_id"] == r.id]
-        frame = curve_frame(rows, train_flops_per_token(r.model_config))
-        series.append({"run_id": r.id, "label": short_label(r), "frame": frame})
-        if len(rows):
-            latest[r.id] = rows.iloc[-1].to_dict()
+    metrics = store.metrics_frame([r.id for r in runs])
+    series = run_series(runs, metrics)
     if x == "flops" and any(s["frame"]["flops"].isna().all() for s in series
                             if len(s["frame"])):
         st.warning("Some runs have no valid model config, so their FLOPs are unknown and "
@@ -84,7 +74,7 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
         st.caption("Some runs are still training: their curves grow as you watch.")
 
     st.subheader("Final numbers")
-    table = final_metrics_table(runs, baseline, latest)
+    table = final_metrics_table(runs, baseline, latest_metrics(metrics))
     labels = {r.id: (f"{BASELINE_MARK} " if r.id == baseline else "") + short_label(r)
               for r in runs}
     st.dataframe(side_by_side(table, labels), hide_index=True, key="cmp_final",

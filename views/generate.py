@@ -3,12 +3,13 @@ same seed), and see the next-character probabilities behind every step."""
 
 import streamlit as st
 
-from llama_core.errors import UserError
-from ui import inspect_charts as charts
+from charts.generation import step_figure
+from charts.labels import describe, short_label
+from ui.checkpoints import NO_RUNS, checkpoint_file, inspectable_runs, load_run, torch_turn
+from ui.errors import each_run, require
 from ui.inspect_compute import generate_with_probs
-from ui.inspect_pages import (NO_RUNS, checkpoint_file, describe, inspectable_runs,
-                              load_run, pick_runs, short_label, show_errors, torch_turn)
-from ui.plain_text import md_literal, plotly_literal
+from ui.plain_text import md_literal
+from ui.run_pickers import pick_runs
 
 MAX_RUNS = 4
 
@@ -51,22 +52,17 @@ length = c4.slider("Characters to generate", 10, 400, 100, 10, key="generate_len
 top_k = int(top_k) or None
 bars = min(top_k, 15) if top_k else 10
 
-if not chosen:
-    st.info("Pick a run above to generate text.")
-    st.stop()
-if not prompt:
-    st.info("Type a prompt for the models to continue.")
-    st.stop()
+require(chosen, "Pick a run above to generate text.")
+require(prompt, "Type a prompt for the models to continue.")
 
-outputs, errors = {}, {}
-for run in chosen:
+
+def generated_by(run):
     path = checkpoint_file(run)
-    try:
-        outputs[run.id] = generate(str(path), path.stat().st_mtime_ns, run.id, prompt,
-                                   int(length), float(temperature), top_k, int(seed), bars)
-    except UserError as e:
-        errors.setdefault(str(e), []).append(run)
-show_errors(errors)
+    return generate(str(path), path.stat().st_mtime_ns, run.id, prompt, int(length),
+                    float(temperature), top_k, int(seed), bars)
+
+
+outputs = each_run(chosen, generated_by)
 
 columns = st.columns(len(chosen))
 for col, run in zip(columns, chosen):
@@ -100,12 +96,6 @@ if outputs:
         if run.id not in outputs:
             continue
         text, table = outputs[run.id]
-        rows = table[table["step"] == step]
-        before = (prompt + text)[: len(prompt) + step - 1][-14:]
-        drawn = rows[rows["chosen"]]["character"].iloc[0]
-        title = (f"{run.id}, step {step}: after "
-                 f"“{plotly_literal(charts.visible_text(before))}”"
-                 f"<br>drew “{charts.char_label(drawn)}”")
         with col:
-            st.plotly_chart(charts.next_char_bars(rows, title), key=f"generate_bars_{i}",
-                            width="stretch")
+            st.plotly_chart(step_figure(run.id, prompt, text, table, step),
+                            key=f"generate_bars_{i}", width="stretch")

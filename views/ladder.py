@@ -9,16 +9,20 @@ published numbers are shown beside ours, labelled as theirs, with their caveats.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from charts.bands import band_figure
+from charts.ladder import CLASS_SET, YOURS, rung_bands, rung_styles, rung_table
+from charts.palette import X_AXES
 from llama_core.lab import classset
-from llama_core.lab.sweeps import new_group_id
-from llama_core.presets import LADDER, PRESETS, build_configs
-from llama_core.errors import UserError
 from llama_core.lab.store import ACTIVE
-from ui import ablation_charts as ac
+from llama_core.presets import LADDER, PRESETS, build_configs
 from ui import state
+from ui.errors import show_error
+from ui.figures import show_chart, show_table
 from ui.plain_text import md_literal
+from ui.sweep_actions import queue_in_group
 
 POLL_S = 1.0
 GROUP_PREFIX = "ld-"
@@ -101,24 +105,20 @@ def live_runs(store, group: str | None) -> dict[str, object]:
     return out
 
 
+def rung_runs(rungs: list[str]):
+    """(name, model, train) of each rung with the form's steps and seed, and at least
+    four evaluations."""
+    steps = int(st.session_state["ld_steps"])
+    for rung in rungs:
+        preset_eval = build_configs(rung)[1].eval_interval
+        yield (rung, *build_configs(rung, {
+            "steps": steps, "seed": int(st.session_state["ld_seed"]),
+            "eval_interval": min(preset_eval, max(1, steps // 4))}))
+
+
 def train_rungs(rungs: list[str]) -> None:
     """Button callback: queue these rungs in the page's group (made on first use)."""
-    ss = st.session_state
-    group = st.query_params.get("ladder") or new_group_id().replace("sw-", GROUP_PREFIX)
-    manager = state.job_manager()
-    try:
-        steps = int(ss["ld_steps"])
-        for rung in rungs:
-            preset_eval = build_configs(rung)[1].eval_interval
-            model, train = build_configs(rung, {
-                "steps": steps, "seed": int(ss["ld_seed"]),
-                "eval_interval": min(preset_eval, max(1, steps // 4))})
-            manager.submit(model, train, name=rung, group=group, owner=state.owner_id())
-    except UserError as e:
-        ss["ld_error"] = str(e)
-        return
-    ss.pop("ld_error", None)
-    st.query_params["ladder"] = group
+    queue_in_group(rung_runs(rungs), "ladder", GROUP_PREFIX, "ld_error")
 
 
 def chart_and_table(group: str | None, x: str, show: str, zoom: bool,
@@ -129,82 +129,30 @@ def chart_and_table(group: str | None, x: str, show: str, zoom: bool,
     if was_active and not active:
         st.rerun()
     cs_runs = [r for r in cs.list_runs(group="classset-ladder") if r.name in RUNGS]
-    frames = []
-    styles = {}
+    titles = {n: short(n) for n in LADDER}
+    sources = []
     if show in ("class set", "both") and cs_runs:
-        curves = ac.seed_curves(cs_runs, cs.metrics_frame([r.id for r in cs_runs]))
-        curves["variant"] = curves["variant"].map(lambda n: f"{short(n)} · class set")
-        frames.append(curves)
-    both = show == "both" and bool(live)
-    for n in RUNGS:
-        styles[f"{short(n)} · class set"] = {"color": ac.colour(rung_number(n) - 1),
-                                             **({"dash": "dot"} if both else {})}
-        styles[f"{short(n)} · yours"] = {"color": ac.colour(rung_number(n) - 1)}
+        sources.append((CLASS_SET, cs_runs, cs.metrics_frame([r.id for r in cs_runs])))
     if show in ("your runs", "both") and live:
         runs = list(live.values())
-        curves = ac.seed_curves(runs, store.metrics_frame([r.id for r in runs]))
-        curves["variant"] = curves["variant"].map(lambda n: f"{short(n)} · yours")
-        frames.append(curves)
-    import pandas as pd
-    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["variant", "step", x, "val_loss"])
-    order = sorted(curves["variant"].unique(), key=lambda v: (v.split(".")[0], v))
-    if zoom:  # leave out the rung that reads the answer, so the honest ones separate
-        curves = curves[~curves["variant"].str.startswith(f"{rung_number(LEAK_RUNG)}.")]
-        order = [o for o in order if not o.startswith(f"{rung_number(LEAK_RUNG)}.")]
-    curves["variant"] = pd.Categorical(curves["variant"], order)
-    curves = curves.sort_values(["variant", "step"])
-    curves["variant"] = curves["variant"].astype(str)
-    bands = ac.seed_bands(curves, x, "val_loss") if len(curves) else pd.DataFrame(
-        columns=["variant", "step", "x", "mean", "low", "high", "n"])
+        sources.append((YOURS, runs, store.metrics_frame([r.id for r in runs])))
+    both = show == "both" and bool(live)
+    # Zoom leaves out the rung that reads the answer, so the honest ones separate.
+    bands = rung_bands(sources, titles, x, left_out=LEAK_RUNG if zoom else None)
     if active:
         running = [short(r.name) for r in active if r.status == "running"]
         st.info("Training: " + (", ".join(running) or "waiting for a free slot") +
                 f" ({len(active)} of your rung{'s' if len(active) != 1 else ''} still to "
                 "finish). The chart fills in as they go.")
-    ac.show_chart(ac.band_figure(bands, x, "val_loss", styles=styles,
-                                 empty_text="Train a rung to see its curve."),
-                  key="ld_chart", filename=f"ladder-val-loss-vs-{x}")
+    show_chart(band_figure(bands, x, "val_loss", styles=rung_styles(titles, both),
+                           empty_text="Train a rung to see its curve."),
+               key="ld_chart", filename=f"ladder-val-loss-vs-{x}")
     st.caption("Class set: mean of 3 seeds with a 95% band"
                + (", dotted" if both else "") + ". Yours: one run per rung."
                + (" Rung 3 (no mask: it reads the answer) is left out." if zoom else ""))
 
     st.subheader("Our ladder")
-    rows = []
-    by_rung = {}
-    for r in cs_runs:
-        by_rung.setdefault(r.name, []).append(r)
-    for rung in LADDER:
-        model, train = build_configs(rung)
-        rs = [r for r in by_rung.get(rung, []) if r.final_val_loss is not None]
-        vals = [r.final_val_loss for r in rs]
-        hw = ac.half_width(vals)
-        mine = live.get(rung)
-        rows.append({
-            "rung": short(rung),
-            "parameters": (rs[0].params if rs else
-                           ac.lc_inspect.param_formula(model)["total"]),
-            "steps": rs[0].steps if rs else None,
-            "val loss, class set (mean ± 95% CI)": (
-                "—" if not vals else f"{sum(vals) / len(vals):.3f}"
-                + ("" if hw != hw else f" ± {hw:.3f}") + f" (n={len(vals)})"),
-            "val loss, yours": (None if mine is None else mine.final_val_loss),
-            "your run": "" if mine is None else f"{mine.id} · {mine.status} · "
-                                                f"{mine.steps} steps",
-            "tokens/s (class set, 1 thread)": (
-                sum(r.tokens_per_s or 0 for r in rs) / len(rs) if rs else None),
-        })
-    table = pd.DataFrame(rows)
-    table["parameters"] = [f"{p:,}" for p in table["parameters"]]
-    table["steps"] = ["—" if s is None or s != s else f"{int(s):,}" for s in table["steps"]]
-    table["val loss, yours"] = ["—" if v is None or v != v else f"{v:.3f}"
-                                for v in table["val loss, yours"]]
-    table["tokens/s (class set, 1 thread)"] = [
-        "—" if v is None or v != v else f"{v:,.0f}" for v in table["tokens/s (class set, 1 thread)"]]
-    if not live:
-        table = table.drop(columns=["val loss, yours", "your run"])
-    table["rung"] = [md_literal(r) for r in table["rung"]]  # st.table reads Markdown
-    st.table(table.set_index("rung"))
+    show_table(rung_table(cs_runs, live, titles))
 
 
 # --- The page -----------------------------------------------------------------------
@@ -240,14 +188,14 @@ with d:
     st.button("Train all 7 rungs", key="ld_train_all", icon=":material/stairs:",
               on_click=train_rungs, args=(list(LADDER),))
 if ss.get("ld_error"):
-    state.show_error(ss["ld_error"])
+    show_error(ss["ld_error"])
 st.caption(f"**Rung {rung_number(rung)}: {RUNGS[rung][0]}.** {RUNGS[rung][1]} "
            f"(preset `{rung}`: {PRESETS[rung].description})")
 
 live = live_runs(store, group)
 e, f, g = st.columns([3, 3, 2])
 x = e.segmented_control("x axis", ["step", "seconds", "flops"], key="ld_x", default="step",
-                        required=True, format_func=lambda k: ac.X_AXES[k][0])
+                        required=True, format_func=lambda k: X_AXES[k][0])
 show = f.segmented_control("Show", ["class set", "your runs", "both"], key="ld_show",
                            default="both", required=True)
 zoom = g.toggle("Zoom: leave out rung 3", key="ld_zoom",
@@ -263,12 +211,9 @@ st.markdown("\n".join(f"{rung_number(n)}. **{t}.** {why}" for n, (t, why) in RUN
 st.subheader("Their numbers: the write-up's published table")
 st.caption("From bkitano/llama-from-scratch, as recorded there. Not ours, and not "
            "directly comparable: read the caveats below.")
-import pandas as pd  # noqa: E402
-
 published = pd.DataFrame(PUBLISHED, columns=["their rung", "params", "steps", "val loss",
                                              "closest rung here"])
-published["their rung"] = [md_literal(r) for r in published["their rung"]]
-st.table(published.set_index("their rung"))
+show_table(published.set_index("their rung"))
 st.markdown(
     "- **Their setup:** char-level TinyShakespeare, context 16, width 128, batch 32, "
     "Adam 1e-3, an 80/10/10 split, loss averaged over 10 batches. Ours: the built-in "

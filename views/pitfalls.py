@@ -30,8 +30,11 @@ from llama_core.pitfalls import PITFALLS, Pitfall
 from llama_core.probes import (PROBES, probe_dropout_at_eval, probe_mask_ones,
                                probe_rope_off_by_one)
 from llama_core.lab.store import ACTIVE
-from ui import ablation_charts as ac
+from charts.bands import band_figure, seed_bands, seed_curves
+from charts.verdicts import summary_display, summary_frame
 from ui import state
+from ui.errors import show_error
+from ui.figures import show_chart, show_table
 from ui.plain_text import md_literal
 
 POLL_S = 1.0
@@ -86,7 +89,7 @@ def attention_picture(p: Pitfall, on: bool) -> None:
                       title=f"layer 0, head 0 ({'bug on' if on else 'correct'}): "
                             f"{lc_inspect.future_attention_mass(maps).max():.1%} "
                             "of attention above the diagonal")
-    ac.show_chart(fig, key="pf_attention", filename=f"attention-{p.name}-{on}")
+    show_chart(fig, key="pf_attention", filename=f"attention-{p.name}-{on}")
 
 
 def frequency_table(p: Pitfall, on: bool) -> None:
@@ -157,23 +160,23 @@ def comparison(src, group: str, key: str, where: str, was_active: bool = False) 
         st.info(f"No {where} runs for this pitfall yet.")
         return
     paired = as_paired(runs, key)
-    curves = ac.seed_curves(paired, src.metrics_frame([r.id for r in runs]))
+    curves = seed_curves(paired, src.metrics_frame([r.id for r in runs]))
     styles = {n: {"dash": "dash"} for n in curves["variant"].unique()
               if n.startswith("BUG")}
     styles[BASELINE] = {"name": "correct model"}
     left, right = st.columns(2)
     for col, metric in ((left, "train_loss"), (right, "val_loss")):
         with col:
-            bands = ac.seed_bands(curves, "step", metric)
-            ac.show_chart(ac.band_figure(bands, "step", metric, styles=styles, height=380,
-                                         empty_text="The first evaluations appear soon."),
-                          key=f"pf_{where}_{metric}", filename=f"pitfall-{key}-{metric}")
+            bands = seed_bands(curves, "step", metric)
+            show_chart(band_figure(bands, "step", metric, styles=styles, height=380,
+                                   empty_text="The first evaluations appear soon."),
+                       key=f"pf_{where}_{metric}", filename=f"pitfall-{key}-{metric}")
     rows = summarize(paired)
     if rows:
-        table = ac.summary_frame(rows, paired).drop(columns=["Δ parameters",
-                                                             "tokens/s"])
+        table = summary_frame(rows, paired).drop(columns=["Δ parameters",
+                                                          "tokens/s"])
         table["variant"] = table["variant"].replace({BASELINE: "correct model"})
-        st.table(ac.summary_display(table))
+        show_table(summary_display(table))
     samples = st.columns(len({r.name for r in paired}))
     shown = {}
     for r, p in zip(runs, paired):
@@ -233,7 +236,7 @@ def probe_trained(runs: list, key: str) -> None:
         try:
             model = trained_model(str(path), path.stat().st_mtime)
         except UserError as e:  # a damaged checkpoint: one sentence, not a traceback
-            state.show_error(str(e))
+            show_error(str(e))
             continue
         show_probe(PROBES[probe](model), probe,
                    f"the trained run {r.id} ({md_literal(r.name)}, seed {r.seed})")
@@ -300,7 +303,7 @@ b.button("Train the bug and the correct model live", key="pf_train", type="prima
          help="Queues both with the class set's settings ('tiny' with context 8, 600 "
               "steps) and the same seed; their checkpoints are probed when they finish.")
 if st.session_state.get("pf_error"):
-    state.show_error(st.session_state["pf_error"])
+    show_error(st.session_state["pf_error"])
 group = st.query_params.get("pitgroup")
 if group:
     store = state.store()

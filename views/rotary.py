@@ -5,14 +5,16 @@ Everything but the last section works with no run at all."""
 import numpy as np
 import streamlit as st
 
+from charts.rotary import logit_pair, rope_circles, rope_relative, rope_spectrum
 from llama_core import inspect as I
 from llama_core.config import ModelConfig
 from llama_core.errors import UserError
-from ui import inspect_charts as charts
+from llama_core.pitfalls import pitfall_of
+from ui.checkpoints import inspectable_runs, load_run, torch_turn
+from ui.errors import show_error, user_errors
 from ui.inspect_compute import check_prompt, fit_prompt
-from ui.inspect_pages import inspectable_runs, load_run, pick_run, torch_turn
 from ui.plain_text import md_literal
-from ui.state import show_error, user_errors
+from ui.run_pickers import pick_run
 
 HEAD_SIZES = [8, 16, 32, 64, 128]
 DEFAULT_CONTEXT = ModelConfig().context_window
@@ -45,7 +47,7 @@ if show_bug:
     tables[f"{label_a}, off-by-one bug"] = I.rope_frequency_table(head_dim, theta_a,
                                                                    off_by_one=True)
 st.subheader("1. Every pair has its own speed")
-st.plotly_chart(charts.rope_spectrum(tables, DEFAULT_CONTEXT), key="rotary_spectrum",
+st.plotly_chart(rope_spectrum(tables, DEFAULT_CONTEXT), key="rotary_spectrum",
                 width="stretch")
 slowest = tables[label_a]["wavelength_positions"].iloc[-1]
 st.caption(f"Left: radians per position (log scale). Right: positions for one full turn, "
@@ -64,7 +66,7 @@ positions = c2.slider("Positions shown (m = 0, 1, 2, ...)", 4, 64, 16,
                       key="rotary_positions")
 circles = {label: I.rope_angles(head_dim, theta, positions)[:, pair]
            for label, theta in ((label_a, theta_a), (label_b, theta_b))}
-st.plotly_chart(charts.rope_circles(circles, pair), key="rotary_circle", width="stretch")
+st.plotly_chart(rope_circles(circles, pair), key="rotary_circle", width="stretch")
 st.caption("Each dot is where the pair (x₂ᵢ, x₂ᵢ₊₁) of a unit vector lands at position m: "
            "the same vector, turned a little further at every position. Pair 0 turns 1 rad "
            "(about 57°) per position whatever θ is.")
@@ -73,7 +75,7 @@ st.subheader("3. The score depends only on the distance m − n")
 max_distance = st.slider("Largest distance m − n (positions)", 4, 64, 32,
                          key="rotary_distance")
 scores = I.rope_relative_scores(head_dim, theta_a, max_distance=max_distance)
-st.plotly_chart(charts.rope_relative(scores), key="rotary_relative", width="stretch")
+st.plotly_chart(rope_relative(scores), key="rotary_relative", width="stretch")
 spread = float(scores.groupby("distance")["score"].agg(np.ptp).max())
 st.caption(f"One random query q and key k (d_head = {head_dim}, θ = {theta_a:g}), the "
            f"query rotated to position m and the key to n = m − distance, for four "
@@ -107,8 +109,9 @@ if cfg.pos == "none":
             "position altogether, so there is no relative-position property to check; "
             "pick a RoPE run.")
     st.stop()
-if cfg.bug == "rope_unrotated":
-    st.warning(f"{run.id} has the rope_unrotated bug: its queries and keys are never "
+pitfall = pitfall_of(cfg.bug)
+if pitfall and pitfall.ignores_position:
+    st.warning(f"{run.id} has the {pitfall.name} bug: its queries and keys are never "
                "rotated, so shifting the prompt changes nothing for the trivial reason "
                "that the model has no notion of position at all.")
 
@@ -146,14 +149,14 @@ with user_errors():
         result = I.rope_invariance(model, tokenizer.encode(text), shift)
     st.metric(f"Largest change of any layer-0 attention logit, all {cfg.n_heads} heads",
               f"{result.max_abs_diff:.1e} logits")
-    if cfg.pos == "rope" and cfg.bug != "norm_over_sequence":
+    shift_note = pitfall.shift_note if pitfall else ""
+    if cfg.pos == "rope" and not shift_note:
         verdict = ("about 0: float32 rounding (about 1e-6), so the logits depend only "
                    "on the distance between characters" if result.max_abs_diff < 1e-3 else
                    "clearly above float rounding: something other than relative "
                    "position reaches the logits")
-    elif cfg.bug == "norm_over_sequence":
-        verdict = ("not 0: the norm_over_sequence bug normalises over the whole "
-                   "sequence, so the added prefix changes every token's scale")
+    elif shift_note:
+        verdict = f"not 0: the {cfg.bug} bug {shift_note}"
     else:
         verdict = "not 0: learned positions make the logits depend on absolute position"
     prefix = tokenizer.decode(result.prefix_ids)
@@ -162,5 +165,5 @@ with user_errors():
                f"{shift}–{shift + len(text) - 1}."
                f" The change is {verdict}.")
     head = st.columns([1, 3])[0].selectbox("Head", range(cfg.n_heads), key="rotary_head")
-    st.plotly_chart(charts.logit_pair(result.base[head], result.moved[head], text, shift,
+    st.plotly_chart(logit_pair(result.base[head], result.moved[head], text, shift,
                                       head), key="rotary_logits", width="stretch")

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import os
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from llama_core.lab import classroom
+from charts.room import brief, findings_figure, findings_frame, room_frame
 from llama_core.errors import UserError
+from llama_core.lab import classroom
 from llama_core.lab.report import comparison_html, loss_figure
 from ui import state
-from ui.loss_charts import colour
-from ui.plain_text import md_literal, plotly_literal
+from ui.errors import user_errors
+from ui.plain_text import md_literal
 
 st.title("Teacher")
 st.caption("The whole room at a glance: every run, what the class found, and a "
@@ -60,31 +59,6 @@ if settings is not None and settings.teacher_key:
 store = state.store()
 
 
-def brief(run) -> str:
-    m, t = run.model_config, run.train_config
-    return (f"{m.get('n_layers')}×{m.get('d_model')} ctx {m.get('context_window')} "
-            f"{m.get('norm')}/{m.get('pos')}/{m.get('ffn')}"
-            + ("" if m.get("causal", True) else " non-causal")
-            + f", {t.get('steps')} steps" + (f", {t.get('time_budget'):g} s"
-                                              if t.get("time_budget") else ""))
-
-
-def who(owner: str | None, names: dict[str, str]) -> str:
-    """A run's owner as the teacher reads it: the name the student gave, and their id."""
-    if owner is None:
-        return "(command line)"
-    return f"{names[owner]} ({owner})" if owner in names else owner
-
-
-def runs_frame(runs) -> pd.DataFrame:
-    names = store.student_names()
-    return pd.DataFrame([{
-        "id": r.id, "owner": who(r.owner, names), "name": r.name, "seed": r.seed,
-        "status": r.status, "config": brief(r), "steps": r.steps,
-        "val loss (nats/char)": r.final_val_loss, "train loss (nats/char)": r.final_train_loss,
-        "error": r.error or ""} for r in runs])
-
-
 @st.fragment(run_every=2.0 if any(r.active for r in store.list_runs(limit=200)) else None)
 def room() -> None:
     runs = store.list_runs(limit=500)
@@ -95,18 +69,14 @@ def room() -> None:
     b.metric("Students", len(owners - {None}))
     c.metric("Running or queued", going)
     if runs:
-        st.dataframe(runs_frame(runs), hide_index=True, width="stretch")
+        st.dataframe(room_frame(runs, store.student_names()), hide_index=True,
+                     width="stretch")
     else:
         st.info("No runs yet: students start them on the Build & train page.")
 
 
 st.subheader("All runs in the room")
 room()
-
-def number(x, fmt: str = ".4f") -> str:
-    """A table cell: the value in nats/char to 4 decimals, or — when there is none."""
-    return "—" if x is None else format(x, fmt)
-
 
 # --- What did the class find? ---------------------------------------------------------
 
@@ -121,33 +91,12 @@ if not finished:
             "variant.")
 else:
     rows = classroom.class_findings(finished, by=by or "name")
-    table = pd.DataFrame({
-        "variant": [r["variant"] for r in rows],
-        "runs": [r["runs"] for r in rows],
-        "mean val loss (nats/char)": [number(r["mean"]) for r in rows],
-        "± 95%": [number(r["ci95"]) for r in rows],
-        "vs baseline (nats/char)": [number(r["diff_vs_baseline"], "+.4f") for r in rows],
-        "± 95% (diff)": [number(r["diff_ci95"]) for r in rows],
-        "verdict": [r["verdict"] for r in rows]})
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(findings_frame(rows), hide_index=True, width="stretch")
     st.caption("vs baseline: the mean of (variant − baseline) over the seeds both have, "
                "paired seed by seed; negative is better. — : no error bar from a single "
                "seed, or the baseline itself.")
-    fig = go.Figure()
-    names = store.student_names()
-    for i, row in enumerate(rows):
-        group = row["members"]
-        fig.add_trace(go.Box(y=[r.final_val_loss for r in group],
-                             name=plotly_literal(row["variant"][:40]),
-                             boxpoints="all", jitter=0.4, pointpos=0,
-                             marker_color=colour(i), line_color=colour(i),
-                             text=[plotly_literal(f"{r.id} · {who(r.owner, names)} · "
-                                                  f"seed {r.seed}") for r in group],
-                             hoverinfo="y+text"))
-    fig.update_layout(yaxis_title="final validation loss (nats/char)",
-                      xaxis_title="variant (every dot is one run)", template="plotly_white",
-                      height=380, showlegend=False, margin=dict(t=20))
-    st.plotly_chart(fig, key="t_class", width="stretch")
+    st.plotly_chart(findings_figure(rows, store.student_names()), key="t_class",
+                    width="stretch")
 
 # --- Predict, reveal, share -----------------------------------------------------------
 
@@ -196,7 +145,7 @@ query = "&".join(f"runs={r}" for r in chosen)
 st.markdown(f"Share: [this comparison on the Compare page](./compare?{query}) · "
             f"[this view](./teacher?{query})")
 if st.button("Prepare HTML report", key="t_prepare"):
-    with state.user_errors():
+    with user_errors():
         st.session_state["t_report"] = (tuple(chosen), comparison_html(
             store, chosen, title=f"Llama Lab: {', '.join(known[r].name for r in chosen)}"[:200]))
 prepared = st.session_state.get("t_report")

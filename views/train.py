@@ -9,27 +9,32 @@ below polls the run store only while the run is active.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
-import torch
 from streamlit.errors import StreamlitAPIException
 
-from llama_core.lab import classroom
-from llama_core.lab.classroom import offered_presets
-from llama_core.config import (BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig,
-                               model_from_dict)
-from llama_core.presets import PRESETS, build_configs
+from charts.components import config_of, parameter_table
+from charts.labels import run_label, short_label
+from charts.loss import curve_frame, run_curves_figure
+from charts.numbers import duration, rough_duration, si
+from charts.palette import LOSS_UNIT
+from charts.records import settings_frame
+from charts.run_status import STATUS_TEXT, live_progress, progress_text
+from llama_core.config import BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig
 from llama_core.corpora import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
+from llama_core.lab import classroom
+from llama_core.lab.classroom import offered_presets
 from llama_core.lab.store import TERMINAL
-from llama_core.speed import estimate, mfu, peak_flops
+from llama_core.presets import PRESETS, build_configs
+from llama_core.speed import mfu, peak_flops
 from ui import state
-from ui.loss_charts import LOSS_UNIT, curve_frame, run_curves_figure
+from ui.errors import show_error, user_errors
+from ui.estimates import cuda_available, run_estimate
+from ui.model_facts import corpus_vocab, module_shapes
 from ui.plain_text import md_literal
-from ui.run_widgets import (config_dict, duration, live_progress, parameter_table,
-                            rough_duration, shapes_table, short_label, si)
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESET = "tiny"
@@ -50,16 +55,11 @@ FIELDS = {
     "tr_batch": "batch_size", "tr_warmup": "warmup_steps",
     "tr_eval_interval": "eval_interval", "tr_seed": "seed",
 }
-MODEL_DEFAULTS = config_dict(ModelConfig())
-TRAIN_DEFAULTS = config_dict(TrainConfig())
+MODEL_DEFAULTS = dataclasses.asdict(ModelConfig())
+TRAIN_DEFAULTS = dataclasses.asdict(TrainConfig())
 
 
-# --- Cheap, cached facts ------------------------------------------------------------
-
-@st.cache_data(show_spinner=False)
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
+# --- Corpora and devices on offer ---------------------------------------------------
 
 @st.cache_data(show_spinner=False)
 def server_corpora() -> dict[str, str]:
@@ -86,11 +86,6 @@ def keep_upload() -> None:
         return
     st.session_state.setdefault("tr_uploads", {})[name] = f"uploaded: {upload.name}"
     st.session_state["tr_corpus"] = name
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def cached_shapes(model_config: dict, batch_size: int) -> pd.DataFrame:
-    return shapes_table(model_config, batch_size)
 
 
 def devices() -> list[str]:
@@ -204,7 +199,7 @@ def controls() -> dict:
                          key="tr_upload", on_change=keep_upload)
         error = st.session_state.pop("tr_upload_error", None)
         if error:  # it names the uploaded file as the browser named it
-            state.show_error(error)
+            show_error(error)
 
     with st.expander("More settings"):
         a, b = st.columns(2)
@@ -246,7 +241,7 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
     b.metric("FLOPs per token", si(3 * fwd),
              help=f"Training FLOPs per token. Forward {si(fwd)}; the backward pass "
                   "costs about twice the forward, so training ≈ 3 × forward.")
-    guess = estimate(model, train, target_device(train), past_speeds(target_device(train)))
+    guess = run_estimate(model, train)
     c.metric("Estimated time", rough_duration(guess["seconds"]),
              help=f"About {duration(guess['seconds'])} at {guess['tokens_per_s']:,.0f} "
                   "tokens/s on this device, predicted "
@@ -278,7 +273,7 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
                "norms, rotations and softmax are element-wise and left out (a few percent).")
     with st.expander("Check the dimensions: every module's input and output shape for "
                      f"one batch (B = {train.batch_size}, T = {model.context_window})"):
-        shapes = cached_shapes(config_dict(model), int(train.batch_size))
+        shapes = module_shapes(dataclasses.asdict(model), int(train.batch_size))
         st.dataframe(shapes, hide_index=True, key="shapes_table", height=420,
                      column_order=["name", "input shape", "output shape", "params", "note",
                                    "type"],
@@ -291,29 +286,9 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
                    "exact shapes, no weights, no arithmetic.")
 
 
-def target_device(train: TrainConfig) -> str:
-    """What "auto" will pick, named as the store names devices."""
-    if train.device == "cpu" or not cuda_available():
-        return "cpu"
-    return torch.cuda.get_device_name()
-
-
-@st.cache_data(ttl=30, show_spinner=False)
-def past_speeds(device: str) -> list[tuple[ModelConfig, float]]:
-    """(config, measured tokens/s) of recent finished runs on this device."""
-    out = []
-    for run in state.store().list_runs(status="finished", limit=50):
-        if run.tokens_per_s and (run.device or "") == device:
-            try:
-                out.append((model_from_dict(run.model_config), run.tokens_per_s))
-            except UserError:
-                continue
-    return out
-
-
 def launch(model: ModelConfig, train: TrainConfig) -> None:
     name = (st.session_state.get("tr_name") or "").strip() or None
-    with state.user_errors():
+    with user_errors():
         run_id = state.job_manager().submit(model, train, name=name,
                                             owner=state.owner_id())
         st.session_state["tr_run"] = run_id
@@ -367,29 +342,15 @@ def final_numbers(run) -> None:
              "training tokens (characters) per second"),
             ("Parameters", f"{run.params:,}" if run.params else "—", "scalars"),
             ("Device", md_literal(run.device or "—"), None)]
-    utilisation = None
-    if run.tokens_per_s and run.device:
-        try:
-            utilisation = mfu(run.tokens_per_s, model_from_dict(run.model_config), run.device)
-        except UserError:
-            pass
+    cfg = config_of(run.model_config)
+    utilisation = (mfu(run.tokens_per_s, cfg, run.device)
+                   if run.tokens_per_s and run.device and cfg is not None else None)
     rows.append(("Model FLOPs utilisation", f"{utilisation:.0%}" if utilisation else "—",
                  f"percent of {peak_flops(run.device or 'cpu')[1]} (achieved training "
                  "FLOP/s ÷ that peak)"))
     for start in range(0, len(rows), 4):
         for col, (label, value, help_) in zip(st.columns(4), rows[start:start + 4]):
             col.metric(label, value, help=f"in {help_}" if help_ else None)
-
-
-STATUS_TEXT = {
-    "queued": "waiting for a free training slot",
-    "running": "training",
-    "finished": "finished",
-    "stopped": "stopped",
-    "failed": "failed",
-    "interrupted": "interrupted",
-    "diverged": "diverged",
-}
 
 
 def run_panel(run_id: str, was_active: bool) -> None:
@@ -410,32 +371,13 @@ def run_panel(run_id: str, was_active: bool) -> None:
 
     if run.active:
         p = live_progress(run, last)
-        if run.status == "queued" and run.pid:
-            text = "Starting its training process…"
-        elif run.status == "queued":
-            ahead = sum(1 for r in store.list_runs(status="queued")
-                        if r.created < run.created)
-            text = ("Waiting for a free training slot" +
-                    (f" ({ahead} run{'s' if ahead != 1 else ''} ahead of it)" if ahead
-                     else "") + "…")
-        elif last is None:
-            text = (f"Starting: the first numbers arrive at step "
-                    f"{run.train_config.get('eval_interval', '?'):,}…")
-        else:
-            goal = (f"a {duration(p['budget_s'])} budget" if p["budget_s"]
-                    else f"{p['total_steps']:,}")
-            parts = [f"step ≈ {p['step']:,} of {goal}", f"{duration(p['elapsed_s'])} elapsed"]
-            if p["eta_s"] is not None:
-                parts.append(f"about {duration(p['eta_s'])} left")
-            if p["tokens_per_s"]:
-                parts.append(f"{p['tokens_per_s']:,.0f} tokens/s")
-            text = " · ".join(parts)
-        st.progress(p["fraction"], text=text)
+        queued = store.list_runs(status="queued") if run.status == "queued" else []
+        st.progress(p["fraction"], text=progress_text(run, last, p, queued))
         if not state.may_control(run):
             st.caption("Someone else started this run: you can watch it, but only they "
                        "or the teacher can stop it.")
         elif st.button("Stop this run", key="tr_stop", icon=":material/stop_circle:"):
-            with state.user_errors():
+            with user_errors():
                 state.stop_run(run_id)
                 st.info("Stopping: the run saves its model and ends within a step or so.")
     else:
@@ -460,15 +402,7 @@ def run_panel(run_id: str, was_active: bool) -> None:
         key="tr_loss_chart", width="stretch")
     show_samples(run_id)
     with st.expander("This run's settings"):
-        st.dataframe(run_settings(run), hide_index=True, key="tr_run_settings")
-
-
-def run_settings(run) -> pd.DataFrame:
-    rows = [{"setting": k, "part": "model", "value": str(v)}
-            for k, v in run.model_config.items()]
-    rows += [{"setting": k, "part": "train", "value": str(v)}
-             for k, v in run.train_config.items()]
-    return pd.DataFrame(rows)
+        st.dataframe(settings_frame(run), hide_index=True, key="tr_run_settings")
 
 
 # --- The page -----------------------------------------------------------------------
@@ -502,10 +436,10 @@ model_cfg = train_cfg = None
 with right:
     st.subheader("What you are building")
     try:
-        overrides["vocab_size"] = state.corpus_vocab(st.session_state["tr_corpus"])
+        overrides["vocab_size"] = corpus_vocab(st.session_state["tr_corpus"])
         model_cfg, train_cfg = build_configs(st.session_state["tr_preset"], overrides)
     except UserError as e:
-        state.show_error(e)
+        show_error(e)
     if model_cfg is not None:
         model_facts(model_cfg, train_cfg)
 
@@ -526,7 +460,7 @@ if not run_id:
     else:
         st.info("No run shown. Press **Launch** for a new one, or open one of yours:")
         for run in mine:
-            st.page_link("views/train.py", label=md_literal(state.run_label(run)),
+            st.page_link("views/train.py", label=md_literal(run_label(run)),
                          query_params={"run": run.id}, icon=":material/history:")
 else:
     try:

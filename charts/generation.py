@@ -1,0 +1,46 @@
+"""Generation step by step: the most likely next characters at one step and the one
+the sampler drew (in orange)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from charts.characters import char_label, visible_text
+from charts.palette import FONT_SIZE, TICK_FONT, colour, titled
+from llama_core.lab.plain_text import plotly_literal
+
+CHOSEN = colour(1)  # the palette's orange: the character drawn
+OTHER = colour(0)
+
+
+def next_char_bars(step: pd.DataFrame, title: str) -> go.Figure:
+    """The most likely next characters at one step (columns character, probability,
+    chosen), the one drawn in orange."""
+    chars = [char_label(c) for c in step["character"]]
+    colours = [CHOSEN if c else OTHER for c in step["chosen"]]
+    fig = go.Figure(go.Bar(
+        x=chars, y=step["probability"], marker_color=colours,
+        text=[f"{p:.2f}" if p >= 0.005 else "" for p in step["probability"]],
+        textposition="outside",
+        textfont=dict(size=TICK_FONT + 1),
+        hovertemplate="'%{x}': probability %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(type="category", title=dict(text="next character (orange: drawn)"),
+                     tickmode="array", tickvals=chars, ticktext=chars,
+                     tickfont=dict(size=FONT_SIZE + 2))
+    fig.update_yaxes(title=dict(text="probability"), range=[0, 1.12])
+    return titled(fig, title, 400)
+
+
+def step_figure(run_id: str, prompt: str, text: str, table: pd.DataFrame,
+                step: int) -> go.Figure:
+    """:func:`next_char_bars` for one step of a generation (``text`` continuing
+    ``prompt``, ``table`` its per-step probabilities), titled with the characters just
+    before it and the one drawn."""
+    rows = table[table["step"] == step]
+    before = (prompt + text)[: len(prompt) + step - 1][-14:]
+    drawn = rows[rows["chosen"]]["character"].iloc[0]
+    title = (f"{run_id}, step {step}: after "
+             f"“{plotly_literal(visible_text(before))}”"
+             f"<br>drew “{char_label(drawn)}”")
+    return next_char_bars(rows, title)

@@ -1,0 +1,29 @@
+"""How a run and a model are named in pickers, legends, headers and captions. Names
+are returned as typed: each medium escapes them (charts for Plotly, ui for Markdown)."""
+
+from __future__ import annotations
+
+from llama_core.config import ModelConfig
+
+
+def short_label(run) -> str:
+    """A run in legends and column headers: its id and name (ids are what URLs hold)."""
+    name = str(run.name)
+    return f"{run.id} · {name if len(name) <= 40 else name[:39] + '…'}"
+
+
+def run_label(run) -> str:
+    """A run in pickers and lists: id, name, seed and status."""
+    return f"{run.id} · {run.name} · seed {run.seed} · {run.status}"
+
+
+def describe(cfg: ModelConfig) -> str:
+    """The parts of a model a student looks into (attention, positions), in one line."""
+    if not cfg.attention:
+        return f"{cfg.n_layers} layers, no attention, context {cfg.context_window}"
+    parts = [f"{cfg.n_layers} layers × {cfg.n_heads} heads", f"pos={cfg.pos}",
+             "causal" if cfg.causal else "no causal mask",
+             f"context {cfg.context_window}"]
+    if cfg.bug != "none":
+        parts.append(f"bug: {cfg.bug}")
+    return ", ".join(parts)
