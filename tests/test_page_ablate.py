@@ -1,10 +1,12 @@
 """The Ablations page under AppTest: the class set on first load (bands, verdicts,
-parameters, health, records), a new ablation queued from the form under one group id in
-the URL and summarised when it finishes, and a record re-run with the same configs."""
+parameters, health, records), the form's time estimate (llama_core's), a new ablation
+queued from the form under one group id in the URL and summarised when it finishes, and
+a record re-run with the same configs."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from streamlit.testing.v1 import AppTest
 
@@ -79,6 +81,30 @@ def test_an_unknown_group_in_the_link_is_a_warning(app_runs):
     at = open_ablate(group="sw-nothere")
     assert any("sw-nothere" in as_read(w.value) for w in at.warning)
     assert at.query_params["group"] == "classset-ablation"
+
+
+def test_the_time_estimate_is_llama_cores_from_the_class_set_speeds(app_runs):
+    """The form's rough time: llama_core.speed.estimate for every planned run, fed the
+    class set's measured one-thread speeds, plus start-up, over the job manager's slots."""
+    from charts.components import config_of
+    from llama_core.lab.sweeps import plan_sweep
+    from llama_core.speed import estimate
+    from ui.estimates import RUN_OVERHEAD_S
+
+    at = open_ablate()
+    at.number_input(key="ab_steps").set_value(3000)
+    at.number_input(key="ab_seeds").set_value(3)
+    at.run()
+    caption = next(c.value for c in at.caption if "Rough time" in c.value)
+    shown = re.search(r"about ([0-9.]+) min", caption)[1]
+    past = [(config_of(r.model_config), r.tokens_per_s)
+            for r in classset.load().list_runs(group="classset-ablation")]
+    variants = classset.variants_for("tiny")
+    plan = plan_sweep("tiny", {"steps": 3000, "time_budget": None},
+                      [variants["norm=layernorm"], variants["ffn=gelu"]], [0, 1, 2])
+    seconds = sum(estimate(p.model, p.train, "cpu", past)["seconds"] + RUN_OVERHEAD_S
+                  for p in plan) / job_manager(app_runs).max_concurrent
+    assert len(plan) == 9 and shown == f"{seconds / 60:.1f}"
 
 
 def test_start_an_ablation_from_the_form_and_read_its_verdicts(app_runs):
