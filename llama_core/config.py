@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import ConfigError
 from .pitfalls import BUILT_IN, NO_BUG
@@ -24,6 +24,37 @@ DEVICES = ("auto", "cpu", "cuda")
 # Classic mistakes, built in on purpose so a probe can show their signature
 # (pitfalls.PITFALLS holds each one's story and what it needs).
 BUGS = {NO_BUG: "no bug", **{name: p.breaks for name, p in BUILT_IN.items()}}
+
+
+class RopeScaling(dict):
+    """``rope_scaling`` as stored in a ModelConfig: Hugging Face's dictionary, read-only
+    and hashable. Its older spelling ``type`` is read as ``rope_type``."""
+
+    def __init__(self, items=(), **kw):
+        d = dict(items, **kw)
+        if "type" in d and "rope_type" not in d:
+            d["rope_type"] = d.pop("type")
+        super().__init__(d)
+
+    def __hash__(self):
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.items())))
+
+    def __reduce__(self):
+        return (RopeScaling, (dict(self),))
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("rope_scaling is part of a frozen ModelConfig; use "
+                        "dataclasses.replace to change it.")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+
+# rope_type -> the keys it takes (Hugging Face's names), all required.
+ROPE_SCALINGS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings"),
+}
 
 
 @dataclass(frozen=True)
@@ -45,10 +76,26 @@ class ModelConfig:
     ffn_multiple_of: int = 32
     norm_eps: float = 1e-5
     bug: str = "none"
+    # After the first Llama. Their defaults leave every earlier run as it was.
+    n_kv_heads: int | None = None  # key/value heads: None = n_heads (multi-head), 1 = multi-query
+    tie_embeddings: bool = False   # the output head reuses the token embedding (Llama 3.2 1B)
+    rope_scaling: dict | None = None  # Hugging Face's form, e.g. {"rope_type": "linear", "factor": 4.0}
+
+    def __post_init__(self):
+        # A dict is unhashable; the frozen read-only copy keeps the config hashable (a
+        # cache key) while it still equals, and serialises as, the plain dict.
+        if isinstance(self.rope_scaling, Mapping) and not isinstance(self.rope_scaling,
+                                                                     RopeScaling):
+            object.__setattr__(self, "rope_scaling", RopeScaling(self.rope_scaling))
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_heads, or n_heads when it is None (Meta's rule)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
     @property
     def ffn_hidden(self) -> int:
@@ -133,6 +180,16 @@ def validate_model(cfg: ModelConfig) -> ModelConfig:
                   maximum=MAX_FFN_MULTIPLE)
     _check_number("norm_eps", cfg.norm_eps, minimum=0.0, integer=False, inclusive=False)
     _check_ffn_hidden(cfg)
+    if not isinstance(cfg.tie_embeddings, bool):
+        raise ConfigError(f"tie_embeddings must be true or false, not {cfg.tie_embeddings!r}.")
+    if cfg.n_kv_heads is not None:
+        _check_number("n_kv_heads", cfg.n_kv_heads, minimum=1, integer=True)
+        if cfg.n_heads % cfg.n_kv_heads:
+            raise ConfigError(
+                f"n_kv_heads ({cfg.n_kv_heads}) must divide n_heads ({cfg.n_heads}), so "
+                f"each key/value head serves a whole group of query heads; try n_kv_heads "
+                f"in {divisors(cfg.n_heads)}.")
+    _check_rope_scaling(cfg.rope_scaling)
     if cfg.attention and cfg.d_model % cfg.n_heads:
         raise ConfigError(
             f"n_heads ({cfg.n_heads}) must divide d_model ({cfg.d_model}); "
@@ -144,6 +201,40 @@ def validate_model(cfg: ModelConfig) -> ModelConfig:
     if cfg.bug in BUILT_IN:
         BUILT_IN[cfg.bug].check(cfg)
     return cfg
+
+
+def _check_rope_scaling(scaling) -> None:
+    """Refuse a rope_scaling that is not one of Hugging Face's two forms we compute."""
+    if scaling is None:
+        return
+    example = '{"rope_type": "linear", "factor": 4.0}'
+    if not isinstance(scaling, Mapping):
+        raise ConfigError(f"rope_scaling must be None or a dictionary such as {example}, "
+                          f"not {scaling!r}.")
+    kind = scaling.get("rope_type")
+    if kind not in ROPE_SCALINGS:
+        raise ConfigError(f"rope_scaling's rope_type must be one of "
+                          f"{', '.join(ROPE_SCALINGS)}, not {kind!r}.")
+    keys = ROPE_SCALINGS[kind]
+    missing = [k for k in keys if k not in scaling]
+    extra = sorted(set(scaling) - set(keys) - {"rope_type"})
+    if missing or extra:
+        raise ConfigError(f"rope_scaling of rope_type {kind} takes exactly "
+                          f"{', '.join(keys)}; " + (f"add {', '.join(missing)}." if missing
+                                                    else f"remove {', '.join(extra)}."))
+    _check_number("rope_scaling factor", scaling["factor"], minimum=1.0, integer=False)
+    if kind == "llama3":
+        _check_number("rope_scaling low_freq_factor", scaling["low_freq_factor"],
+                      minimum=0.0, integer=False, inclusive=False)
+        _check_number("rope_scaling high_freq_factor", scaling["high_freq_factor"],
+                      minimum=0.0, integer=False, inclusive=False)
+        _check_number("rope_scaling original_max_position_embeddings",
+                      scaling["original_max_position_embeddings"], minimum=1, integer=True)
+        if scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+            raise ConfigError(
+                f"rope_scaling's high_freq_factor ({scaling['high_freq_factor']:g}) must be "
+                f"greater than its low_freq_factor ({scaling['low_freq_factor']:g}): the "
+                f"band between them is where frequencies are blended.")
 
 
 # Meta's Llama rounds to 256 at width 4096; a multiple this size is already generous.
@@ -225,7 +316,10 @@ TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 def to_dict(cfg) -> dict:
     """A config as plain values: what the run store, checkpoints and JSON output keep."""
-    return dataclasses.asdict(cfg)
+    d = dataclasses.asdict(cfg)
+    if isinstance(d.get("rope_scaling"), dict):
+        d["rope_scaling"] = dict(d["rope_scaling"])
+    return d
 
 
 def model_from_dict(d: dict) -> ModelConfig:

@@ -118,6 +118,26 @@ def estimate(model_cfg: ModelConfig, train_cfg: TrainConfig,
         runtime=RUNTIME_BYTES)
 
 
+def cache_bytes_per_token(n_layers: int, kv_heads: int, head_dim: int,
+                          bytes_per_value: int = 2) -> int:
+    """What a KV cache holds for one token of one sequence, in bytes: keys and values (2)
+    x layers x key/value heads x head size x bytes per value (2 in 16-bit). The same
+    formula for a classroom model and for Llama 3 70B."""
+    return 2 * n_layers * kv_heads * head_dim * bytes_per_value
+
+
+def kv_cache_bytes(cfg: ModelConfig, tokens: int, batch_size: int = 1,
+                   bytes_per_value: int = FLOAT_BYTES) -> int:
+    """Bytes of a KV cache (``Llama.make_cache``) for ``batch_size`` sequences of
+    ``tokens`` positions: n_kv_heads per layer, as Meta's cache holds them before
+    repeat_kv; 0 for a model without attention."""
+    if not cfg.attention:
+        return 0
+    per_token = cache_bytes_per_token(cfg.n_layers, cfg.kv_heads, cfg.head_dim,
+                                      bytes_per_value)
+    return per_token * tokens * batch_size
+
+
 def available(device: str) -> tuple[int | None, str]:
     """Bytes free for a run on ``device`` ("auto", "cpu" or "cuda"), and where: the GPU's
     free memory when the run will use CUDA, else this machine's MemAvailable (None where

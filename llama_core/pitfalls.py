@@ -164,6 +164,35 @@ PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
              "passed on: the code looks like RoPE and does nothing.",
         signature="It learns like no positional encoding at all: its curve lies on "
                   "pos=none's, not the correct model's."),
+    Pitfall(
+        "rope_at_zero",
+        title="RoPE at position 0 for every decoded token",
+        breaks="a token decoded after a cached prefix is rotated at position 0, not its own",
+        needs=Needs("attention with pos=rope and causal=true (a model a KV cache can serve)",
+                    lambda cfg: cfg.attention and cfg.pos == "rope" and cfg.causal),
+        probes=("cache_drift",),
+        what="With a KV cache, each decoding step runs only its new token, so the code "
+             "must rotate it at its absolute position start_pos. Rotating every call's "
+             "tokens from position 0 is right for a whole sequence and wrong for each "
+             "decoded token, which turns as if it were the first.",
+        signature="Training never uses the cache, so the loss curve is the correct "
+                  "model's exactly; cached and uncached logits of the same text drift "
+                  "apart, and text generated with the cache degrades."),
+    Pitfall(
+        "repeat_kv_before_cache",
+        title="repeat_kv before caching",
+        breaks="keys and values repeated for every query head before they are cached",
+        needs=Needs("attention with causal=true and n_kv_heads below n_heads (grouped- or "
+                    "multi-query attention)",
+                    lambda cfg: cfg.attention and cfg.causal and cfg.kv_heads < cfg.n_heads),
+        correct={"n_kv_heads": 1},
+        probes=("cache_size",),
+        what="Grouped-query attention shares each key/value head among a group of query "
+             "heads; Meta's code caches the n_kv_heads heads and repeats them (repeat_kv) "
+             "only when attending. Repeating first caches n_heads heads per layer.",
+        signature="Logits and loss are exactly right; the cache is as big as multi-head "
+                  "attention's, so the memory grouped-query attention was for is never "
+                  "saved."),
 ]}
 
 # The pitfalls ModelConfig.bug switches on, each a class swapped in by model.BUG_SWAPS.

@@ -7,6 +7,7 @@ dashboard or strings from ``--set``) and validates the result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -81,8 +82,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 LADDER = [name for name in PRESETS if name.startswith("ladder-")]
 
-# Every field's type as config.py declares it ("int", "float", "bool", "str", "int | None"
-# or "float | None"): what ``--set`` text is parsed as.
+# Every field's type as config.py declares it ("int", "float", "bool", "str", "int | None",
+# "float | None" or "dict | None", a JSON object): what ``--set`` text is parsed as.
 FIELD_TYPES = {f.name: f.type for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
 
 
@@ -116,6 +117,15 @@ def parse_value(text: str, name: str) -> Any:
             return float(t)
         except ValueError:
             raise ConfigError(f"{name} must be a number, not {text!r}.") from None
+    if kind == "dict":
+        try:
+            value = json.loads(t)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a JSON object such as "
+                              f"'{{\"rope_type\": \"linear\", \"factor\": 4}}', not {text!r}.")
+        return value
     return t
 
 

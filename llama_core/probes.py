@@ -17,7 +17,8 @@ import torch
 
 from .inspect import (causal_leak, future_attention_mass, layer0_logits, quiet,
                       random_ids, token_ids)
-from .model import Llama
+from .memory import kv_cache_bytes
+from .model import Llama, dropout_off
 
 
 def _probe(fired: bool, value: float, explanation: str, applicable: bool = True) -> dict:
@@ -133,12 +134,75 @@ def probe_mask_ones(model: Llama) -> dict:
     return _probe(mass > 0, mass, why)
 
 
+def probe_cache_drift(model: Llama) -> dict:
+    """Fires when logits decoded one token at a time from a KV cache differ from the
+    same text's logits computed at once (value: largest difference, in logits): a
+    decoded token rotated at the wrong position, or anything else the cache gets wrong.
+    Dropout is silenced, so only the weights speak."""
+    why = model.why_no_cache()
+    if why:
+        return _not_applicable(why)
+    length = min(model.cfg.context_window, 12)
+    if length < 2:
+        return _not_applicable("A context window of 1 leaves nothing to decode after a "
+                               "cached prefix.")
+    idx, prefix = _random_batch(model)[:, :length], length // 2
+    with quiet(model, seed=0), dropout_off(model):
+        whole = model(idx)
+        cache = model.make_cache(idx.shape[0], length)
+        steps = [model(idx[:, :prefix], cache=cache, start_pos=0)[:, -1]]
+        steps += [model(idx[:, t:t + 1], cache=cache, start_pos=t)[:, -1]
+                  for t in range(prefix, length)]
+    decoded = torch.stack(steps, dim=1).float()
+    drift = float((decoded - whole[:, prefix - 1:].float()).abs().max())
+    tol = 1e-4 * (1.0 + float(whole.abs().max()))
+    if drift > tol:
+        why = (f"Decoding positions {prefix} to {length - 1} one at a time from the KV "
+               f"cache gave logits up to {drift:.3g} away from computing the whole text at "
+               f"once: the cached path treats a decoded token differently (a rotation at "
+               f"the wrong position), so cached generation drifts from uncached.")
+    else:
+        why = (f"Decoding one token at a time from the KV cache gives the logits of the "
+               f"whole text at once (largest difference {drift:.1g}, float rounding).")
+    return _probe(drift > tol, drift, why)
+
+
+def probe_cache_size(model: Llama) -> dict:
+    """Fires when a KV cache holds more key/value heads than n_kv_heads (value: bytes
+    per token it holds): repeat_kv done before caching, so grouped-query attention
+    saves no memory."""
+    why = model.why_no_cache()
+    if why or not model.cfg.attention:
+        return _not_applicable(why or "This model has no attention layers, so a KV "
+                                      "cache has nothing to hold.")
+    idx = _random_batch(model)[:1]
+    with quiet(model, seed=0), dropout_off(model):
+        cache = model.make_cache(1, idx.shape[1])
+        model(idx, cache=cache, start_pos=0)
+    held = cache.bytes_per_token()
+    value_bytes = cache.tensors()[0].element_size()
+    need = kv_cache_bytes(model.cfg, 1, bytes_per_value=value_bytes)
+    cfg = model.cfg
+    if held > need:
+        why = (f"The cache holds {cache.heads} key/value heads per layer, {held:,.0f} bytes "
+               f"per token, where n_kv_heads = {cfg.kv_heads} needs {need:,} bytes: keys and "
+               f"values were repeated for every query head before caching, so it is as big "
+               f"as multi-head attention's.")
+    else:
+        why = (f"The cache holds {cache.heads} key/value heads per layer, {held:,.0f} bytes "
+               f"per token: n_kv_heads = {cfg.kv_heads} of {cfg.n_heads} query heads, "
+               f"repeated only when attending.")
+    return _probe(held > need, held, why)
+
+
 PROBES = {
     "future_leak": probe_future_leak,
     "dropout_at_eval": probe_dropout_at_eval,
     "rope_unrotated": probe_rope_unrotated,
     "rope_off_by_one": probe_rope_off_by_one,
     "mask_ones": probe_mask_ones,
+    "cache_drift": probe_cache_drift,
+    "cache_size": probe_cache_size,
 }
 
 

@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from llama_core import model as M
 from llama_core.config import BUGS, ModelConfig
+from llama_core.pitfalls import BUILT_IN
 from llama_core.model import Llama, RMSNorm, apply_rope, rope_frequencies, rope_table
 
 NORMS, POSES, FFNS = ("rmsnorm", "layernorm", "none"), ("rope", "learned", "none"), \
@@ -548,6 +549,12 @@ CHOICES = [(field, value) for field, (registry, _) in REGISTRIES.items() for val
 REAL_BUGS = sorted(set(BUGS) - {"none"})
 
 
+def with_bug(bug: str) -> ModelConfig:
+    """A tiny model with the bug switched on as its pitfall entry says (dropout 0.1 so
+    the dropout classes are there to swap)."""
+    return tiny(**{"dropout": 0.1, **BUILT_IN[bug].on})
+
+
 def built(model: Llama, part: str) -> list[nn.Module]:
     """Every module of one Parts slot in a built model (read by attribute name, so the
     check does not lean on choose_parts)."""
@@ -598,14 +605,14 @@ def test_every_registry_entry_and_every_bug_is_reachable_from_a_config():
     assert set(M.BUG_SWAPS) == set(REAL_BUGS)
     for bug in REAL_BUGS:
         part, buggy = M.BUG_SWAPS[bug]
-        assert getattr(M.choose_parts(tiny(bug=bug, dropout=0.1)), part) is buggy
+        assert getattr(M.choose_parts(with_bug(bug)), part) is buggy
 
 
 @pytest.mark.parametrize("bug", REAL_BUGS)
 def test_each_bug_swaps_one_part_for_a_subclass_that_overrides_one_method(bug):
     import dataclasses
     part, buggy = M.BUG_SWAPS[bug]
-    cfg = tiny(bug=bug, dropout=0.1)
+    cfg = with_bug(bug)
     correct = M.choose_parts(dataclasses.replace(cfg, bug="none"))
     swapped = M.choose_parts(cfg)
     assert issubclass(buggy, getattr(correct, part)) and buggy is not getattr(correct, part)
