@@ -7,8 +7,8 @@ Run by hand on a quiet machine (nothing else training):
 For each variant it trains `--steps` optimizer steps on tinyshakespeare (the built-in
 corpus when that file is missing) through llama_core.training, the code path every run
 uses, and reports tokens/s measured after a warm-up, plus the achieved model FLOP/s as a
-fraction of the measured fp32 matmul rate. nanoGPT's own CPU recipe does about 13k
-tokens/s on the project's 2-core machine.
+fraction of the measured fp32 matmul rate. For a ratio to nanoGPT, use vs_nanogpt.py,
+which runs both side by side.
 """
 
 from __future__ import annotations
