@@ -23,6 +23,7 @@ PAGES = [
     ("views/attention.py", "Attention", ":material/grid_on:"),
     ("views/rotary.py", "Rotary", ":material/rotate_right:"),
     ("views/generate.py", "Generate", ":material/edit_note:"),
+    ("views/inference.py", "Inference", ":material/speed:"),
     ("views/ablate.py", "Ablations", ":material/science:"),
     ("views/ladder.py", "The ladder", ":material/stairs:"),
     ("views/pitfalls.py", "Pitfalls", ":material/bug_report:"),
