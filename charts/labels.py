@@ -12,6 +12,13 @@ def short_label(run) -> str:
     return f"{run.id} · {name if len(name) <= 40 else name[:39] + '…'}"
 
 
+def chip_label(run) -> str:
+    """A run in a multiselect's chips, where space is short: name first (shortened),
+    then seed and id (runs share names; the id tells them apart)."""
+    name = str(run.name)
+    return f"{name if len(name) <= 24 else name[:23] + '…'} · seed {run.seed} · {run.id}"
+
+
 def run_label(run) -> str:
     """A run in pickers and lists: id, name, seed and status."""
     return f"{run.id} · {run.name} · seed {run.seed} · {run.status}"

@@ -133,6 +133,31 @@ def test_baseline_is_emphasised_and_deltas_follow_it(runs):
     assert table[runs.layernorm][delta] == "+0.000"
 
 
+def url_values(at: AppTest, param: str) -> list[str]:
+    value = at.query_params[param]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def test_default_baseline_is_the_llama_run_and_chips_name_runs(runs):
+    """Picked with the layernorm run first, the baseline is still the all-Llama run; the
+    chips and the baseline's options read run names, while the URL keeps ids."""
+    at = open_compare([runs.layernorm, runs.base])
+    assert at.selectbox(key="baseline").value == runs.base
+    assert url_values(at, "baseline") == [runs.base]
+    assert url_values(at, "runs") == [runs.layernorm, runs.base]
+    chips = at.multiselect(key="runs").options
+    assert any(c.startswith("layernorm · seed 0 · ") for c in chips), chips
+    assert not any(c == runs.base for c in chips)
+    assert at.selectbox(key="baseline").options[0].startswith("layernorm · ")
+    # No Llama run picked: the first run picked.
+    alone = open_compare([runs.layernorm])
+    assert alone.selectbox(key="baseline").value == runs.layernorm
+    # A baseline the user picks wins, and goes into the URL.
+    at.selectbox(key="baseline").set_value(runs.layernorm).run()
+    assert at.selectbox(key="baseline").value == runs.layernorm
+    assert url_values(at, "baseline") == [runs.layernorm]
+
+
 def test_differing_fields_are_exactly_those_that_differ(runs):
     at = open_compare([runs.base, runs.layernorm])
     diff = frame_with(at, "setting")

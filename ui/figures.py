@@ -16,6 +16,22 @@ def show_chart(fig: go.Figure, key: str, filename: str) -> None:
     st.plotly_chart(fig, key=key, width="stretch", config=plot_config(filename))
 
 
+# The width a table may take without scrolling sideways on a 1280-px screen with the
+# sidebar open (the main column is about 735 px wide there).
+TABLE_WIDTH_PX = 700
+MIN_COLUMN_PX = 80
+
+
+def fitted_columns(columns, fixed: dict[str, int]) -> dict:
+    """column_config for st.dataframe that fits the table in TABLE_WIDTH_PX: the
+    ``fixed`` columns at their widths, the rest sharing what is left (a header cut to
+    fit is shown whole in its tooltip)."""
+    rest = [c for c in columns if c not in fixed]
+    share = max(MIN_COLUMN_PX, (TABLE_WIDTH_PX - sum(fixed.values())) // max(len(rest), 1))
+    return {c: st.column_config.Column(width=fixed.get(c, share), help=md_literal(str(c)))
+            for c in columns}
+
+
 def markdown_index(table: pd.DataFrame) -> pd.DataFrame:
     """The table with its index (run names, variants, rungs) escaped: st.table reads
     Markdown in its cells, so a name shows as typed."""

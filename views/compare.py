@@ -1,27 +1,29 @@
 """Compare: several runs' loss curves on one chart, what differs between them, and
 their final numbers against a pinned baseline.
 
-The chosen runs live in the URL (?runs=ID&runs=ID, through the multiselect's
-bind="query-params"), as do the x axis, the loss and the baseline
-(&x=FLOPs&loss=training&baseline=ID: a bound widget writes its option's label), so a
-comparison can be shared as a link and survives a reload. The run pickers show bare ids
-because a bound widget's URL value is its label: an id-only label keeps links short and
-lets a teacher type one by hand. Ids in a link that this run store does not
-hold are named in a warning and left out; the rest are still shown.
+The chosen runs and the baseline live in the URL as ids (?runs=ID&runs=ID&baseline=ID),
+written by this page rather than bound, because a bound widget writes its label into
+the URL and the chips show run names; the x axis and the loss are bound widgets
+(&x=FLOPs&loss=training). So a comparison can be shared as a link and survives a
+reload. Ids in a link that this run store does not hold are named in a warning and left
+out; the rest are still shown. Unless the link pins one, the baseline is the all-Llama
+run (the modifications are measured from it), else the first run picked.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from charts.comparison import (differing_fields, final_metrics_table, latest_metrics,
-                               runs_overview, seed_only_difference, side_by_side)
-from charts.labels import short_label
+from charts.comparison import (default_baseline, differing_fields, final_metrics_table,
+                               latest_metrics, runs_overview, seed_only_difference,
+                               side_by_side)
+from charts.labels import chip_label, short_label
 from charts.loss import compare_figure, run_series
 from charts.palette import BASELINE_MARK, METRICS, X_AXES
 from llama_core.errors import UserError
 from llama_core.lab.store import TERMINAL
 from ui import state
+from ui.figures import fitted_columns
 from ui.plain_text import md_literal
 
 POLL_S = 2.0
@@ -41,13 +43,27 @@ def pick_from_table() -> None:
 def runs_table(runs) -> None:
     """Every run in the store, to find ids by name; tick rows to add them."""
     st.session_state["cmp_table_ids"] = [r.id for r in runs]
-    st.dataframe(runs_overview(runs), hide_index=True, key="cmp_table", on_select="rerun",
+    table = runs_overview(runs)
+    widths = {"run": 95, "name": 140, "status": 80, "seed": 50, "steps": 60,
+              "wall time (s)": 95}
+    columns = fitted_columns(table.columns, widths)
+    columns["final val loss (nats/char)"] = st.column_config.NumberColumn(
+        "val loss (nats/char)", format="%.3f", width=columns["final val loss (nats/char)"][
+            "width"], help="final validation loss, nats per character")
+    columns["wall time (s)"] = st.column_config.NumberColumn(format="%.1f", width=95)
+    st.dataframe(table, hide_index=True, key="cmp_table", on_select="rerun",
                  selection_mode="multi-row", height=min(38 * (len(runs) + 1) + 4, 400),
-                 column_config={"final val loss (nats/char)": st.column_config.NumberColumn(
-                     format="%.3f"), "wall time (s)": st.column_config.NumberColumn(
-                     format="%.1f")})
+                 column_config=columns)
     st.button("Compare the ticked runs", key="cmp_add", on_click=pick_from_table,
               icon=":material/add:")
+
+
+def keep_in_url(param: str, value) -> None:
+    """Write a choice (an id, or a list of ids) into the page address, or drop it."""
+    if value:
+        st.query_params[param] = value
+    elif param in st.query_params:
+        del st.query_params[param]
 
 
 def results(chosen: list[str], x: str, metric: str, baseline: str | None,
@@ -77,8 +93,10 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
     table = final_metrics_table(runs, baseline, latest_metrics(metrics))
     labels = {r.id: (f"{BASELINE_MARK} " if r.id == baseline else "") + short_label(r)
               for r in runs}
-    st.dataframe(side_by_side(table, labels), hide_index=True, key="cmp_final",
-                 column_config={"metric": st.column_config.TextColumn("", width="medium")})
+    numbers = side_by_side(table, labels)
+    columns = fitted_columns(numbers.columns, {"metric": 200})
+    columns["metric"] = st.column_config.TextColumn("", width=200)
+    st.dataframe(numbers, hide_index=True, key="cmp_final", column_config=columns)
     st.caption(f"{BASELINE_MARK} marks the baseline. Δ val loss is a run's final "
                "validation loss minus the baseline's: negative is better. One seed is not "
                "an experiment: differences of a few hundredths of a nat between single "
@@ -93,7 +111,8 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
         if seed_only_difference(diff):
             st.info("These runs differ only in their seed: the gaps between their curves "
                     "are the noise of training.")
-        st.dataframe(diff, hide_index=True, key="cmp_diff")
+        st.dataframe(diff, hide_index=True, key="cmp_diff",
+                     column_config=fitted_columns(diff.columns, {"setting": 100, "part": 60}))
 
     st.subheader("Latest samples")
     for start in range(0, len(runs), MAX_SAMPLE_COLUMNS):
@@ -127,10 +146,13 @@ if unknown:
                f"{'are' if len(unknown) > 1 else 'is'} not in this run store, so "
                f"{'they are' if len(unknown) > 1 else 'it is'} left out.")
 
+if "runs" not in st.session_state:  # a fresh page: the link's runs
+    st.session_state["runs"] = [r for r in dict.fromkeys(requested) if r in known]
 chosen = st.multiselect(
-    "Runs to compare (by id)", list(known), key="runs", bind="query-params",
-    placeholder="Pick runs by id, or tick them in the table below",
-    help="Ids go into the page's address. Names are in the legend and tables.")
+    "Runs to compare", list(known), key="runs", format_func=lambda i: chip_label(known[i]),
+    placeholder="Pick runs by name, or tick them in the table below",
+    help="Their ids go into the page's address, so the comparison can be shared.")
+keep_in_url("runs", chosen)
 
 with st.expander("All runs in the store", expanded=not chosen):
     if all_runs:
@@ -142,16 +164,21 @@ if not chosen:
     st.info("Pick two or more runs to compare their curves.")
     st.stop()
 
-a, b, c = st.columns([3, 2, 3])
+a, b = st.columns([3, 2])  # wide enough for every option's name at 1280 px
 x = a.segmented_control("x axis", list(X_AXES), key="x", bind="query-params",
                         default="step", required=True,
                         format_func=lambda k: X_AXES[k][0])
 metric = b.segmented_control("Loss", list(METRICS), key="loss", bind="query-params",
                              default="val_loss", required=True,
                              format_func=lambda k: METRICS[k].split()[0])
-baseline = c.selectbox("Baseline", chosen, key="baseline", bind="query-params",
+pinned = st.session_state.get("baseline", st.query_params.get("baseline"))
+st.session_state["baseline"] = (pinned if pinned in chosen else
+                                default_baseline(known[r] for r in chosen))
+baseline = st.columns(2)[0].selectbox("Baseline", chosen, key="baseline",
+                       format_func=lambda i: chip_label(known[i]),
                        help="Drawn thick; the others' final validation loss is compared "
-                            "with its.")
+                            "with its. Unless you pick one, the all-Llama run.")
+keep_in_url("baseline", baseline)
 active = any(known[r].active for r in chosen)
 st.fragment(run_every=POLL_S if active else None)(results)(
     list(chosen), x or "step", metric or "val_loss", baseline, active)
