@@ -16,6 +16,7 @@ A tokenizer here is anything with ``encode(str) -> list[int]`` and ``decode(list
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -27,6 +28,7 @@ from torch import nn
 
 from .config import ModelConfig, validate_model
 from .errors import UserError
+from .memory import kv_cache_bytes
 from .model import Llama, eval_mode, rope_frequencies
 
 COMPONENTS = ("embedding", "positions", "attention", "feed_forward", "norms", "head")
@@ -37,11 +39,14 @@ COMPONENTS = ("embedding", "positions", "attention", "feed_forward", "norms", "h
 def param_formula(cfg: ModelConfig) -> dict[str, int]:
     """Parameter counts (scalars) per component, from the model contract's rules alone.
 
-    No biases; untied embedding and head (vocab x d each); learned positions add a
-    (context_window x d) table; attention is wq, wk, wv, wo (4 d^2 per layer); SwiGLU has
-    three d x hidden matrices, GELU/ReLU two, with hidden = ``cfg.ffn_hidden``; every
-    RMSNorm/LayerNorm is one weight vector of d (LayerNorm has no bias), ``norm="none"``
-    costs nothing; ``attention=False`` drops both the attention and its norm.
+    No biases; an embedding and a head of vocab x d each, the head counted 0 when
+    ``tie_embeddings`` makes it the embedding's own matrix; learned positions add a
+    (context_window x d) table; attention is wq, wk, wv, wo per layer
+    (``attention_matrices``: 4 d^2 for multi-head, less with fewer key/value heads);
+    SwiGLU has three d x hidden matrices, GELU/ReLU two, with hidden = ``cfg.ffn_hidden``;
+    every RMSNorm/LayerNorm is one weight vector of d (LayerNorm has no bias),
+    ``norm="none"`` costs nothing; ``attention=False`` drops both the attention and its
+    norm.
     """
     validate_model(cfg)
     d, L = cfg.d_model, cfg.n_layers
@@ -50,13 +55,34 @@ def param_formula(cfg: ModelConfig) -> dict[str, int]:
     counts = {
         "embedding": cfg.vocab_size * d,
         "positions": cfg.context_window * d if cfg.pos == "learned" else 0,
-        "attention": L * 4 * d * d if cfg.attention else 0,
+        "attention": L * sum(attention_matrices(cfg).values()) if cfg.attention else 0,
         "feed_forward": L * (3 if cfg.ffn == "swiglu" else 2) * d * cfg.ffn_hidden,
         "norms": (L * norms_per_layer + 1) * per_norm,
-        "head": d * cfg.vocab_size,
+        "head": 0 if cfg.tie_embeddings else d * cfg.vocab_size,
     }
     counts["total"] = sum(counts.values())
     return counts
+
+
+def attention_matrices(cfg: ModelConfig) -> dict[str, int]:
+    """Parameters (scalars) of one layer's attention matrices: wq and wo are d x d; wk
+    and wv are d x (n_kv_heads x head_dim), so grouped-query attention shrinks those two
+    by n_heads / n_kv_heads (multi-query: to one head's width)."""
+    d, kv = cfg.d_model, cfg.kv_heads * cfg.head_dim
+    return {"wq": d * d, "wk": d * kv, "wv": d * kv, "wo": d * d}
+
+
+def kv_cache_per_token(cfg: ModelConfig, bytes_per_value: int = 2) -> dict[str, float]:
+    """What a KV cache holds per token of one sequence, in bytes (2 per value in 16-bit,
+    4 in float32): ``bytes`` for this model's n_kv_heads, ``multi_head_bytes`` for the
+    same shape with every head (what repeat_kv before caching would hold), and
+    ``saving``, their ratio (n_heads / n_kv_heads)."""
+    validate_model(cfg)
+    mha = dataclasses.replace(cfg, n_kv_heads=None)
+    ours, full = kv_cache_bytes(cfg, 1, bytes_per_value=bytes_per_value), kv_cache_bytes(
+        mha, 1, bytes_per_value=bytes_per_value)
+    return {"bytes": float(ours), "multi_head_bytes": float(full),
+            "saving": full / ours if ours else 1.0}
 
 
 def _component_of(name: str) -> str:
@@ -93,8 +119,9 @@ def flops_per_token(cfg: ModelConfig) -> dict[str, float]:
     """Forward FLOPs per token per component (a multiply-add counts 2), and training.
 
     Matrix multiplies cost 2 x their parameters per token: ``attention_projections``
-    (wq, wk, wv, wo), ``feed_forward`` and ``head``. ``attention_scores`` is q.k and
-    the weighted sum of values, 2 * 2 * T * d per layer with T = context_window: it counts
+    (wq, wk, wv, wo: smaller wk, wv with fewer key/value heads), ``feed_forward`` and
+    ``head`` (d x vocab, whether or not it is tied to the embedding).
+    ``attention_scores`` is q.k and the weighted sum of values, 2 * 2 * T * d per layer with T = context_window: it counts
     the full T x T square even though a causal mask discards half of it, like nanoGPT's
     and PaLM's estimate (6N + 12 L d T for training). The embedding lookup, norms,
     softmax and rotations are element-wise and left out (they are a few percent).
@@ -107,7 +134,7 @@ def flops_per_token(cfg: ModelConfig) -> dict[str, float]:
         "attention_projections": 2.0 * p["attention"],
         "attention_scores": 2.0 * 2.0 * T * d * L if cfg.attention else 0.0,
         "feed_forward": 2.0 * p["feed_forward"],
-        "head": 2.0 * p["head"],
+        "head": 2.0 * d * cfg.vocab_size,
     }
     out["forward_total"] = sum(out.values())
     out["training_flops_per_token"] = 3.0 * out["forward_total"]
@@ -116,13 +143,14 @@ def flops_per_token(cfg: ModelConfig) -> dict[str, float]:
 
 # --- Rotary embeddings -------------------------------------------------------------
 
-def rope_frequency_table(head_dim: int, theta: float = 10000.0,
-                         off_by_one: bool = False) -> pd.DataFrame:
+def rope_frequency_table(head_dim: int, theta: float = 10000.0, off_by_one: bool = False,
+                         scaling: dict | None = None) -> pd.DataFrame:
     """One row per rotated pair: ``freq_rad_per_pos`` = theta^(-2i/head_dim) radians per
     position (the model's own ``rope_frequencies``), and ``wavelength_positions`` =
-    2 pi / freq, the positions a pair takes to turn once. ``off_by_one`` shows the bug."""
+    2 pi / freq, the positions a pair takes to turn once. ``off_by_one`` shows the bug;
+    ``scaling`` (a ``rope_scaling`` dictionary) gives the stretched frequencies."""
     _check_head_dim(head_dim)
-    freqs = rope_frequencies(head_dim, theta, off_by_one).double().numpy()
+    freqs = rope_frequencies(head_dim, theta, off_by_one, scaling).double().numpy()
     return pd.DataFrame({
         "pair": np.arange(len(freqs)),
         "freq_rad_per_pos": freqs,

@@ -17,6 +17,11 @@ from .errors import ConfigError
 
 _LLAMA = dict(norm="rmsnorm", pos="rope", ffn="swiglu", causal=True, attention=True)
 _LADDER_SHAPE = dict(context_window=16, d_model=128, n_heads=8)
+_GENERATION = dict(_LLAMA, context_window=32, d_model=128, n_heads=8, n_layers=4,
+                   rope_theta=10000.0)
+_GENERATION_TRAIN = dict(batch_size=16, lr=2e-3, min_lr=2e-4, steps=1_000_000,
+                         time_budget=60.0, warmup_steps=50, eval_interval=400,
+                         eval_batches=10, sample_chars=100)
 _LADDER_TRAIN = dict(batch_size=32, lr=1e-3, min_lr=1e-3, warmup_steps=0,
                      weight_decay=0.0, steps=1000, eval_interval=50)
 
@@ -56,6 +61,23 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            dict(_LLAMA, context_window=32, d_model=64, n_heads=4, n_layers=2),
            dict(batch_size=16, lr=3e-3, min_lr=3e-4, steps=200, warmup_steps=20,
                 eval_interval=50, eval_batches=5)),
+    # The Llama generations at classroom size (real_models.py has the real shapes): each
+    # changes from the one before only what Meta changed. Context doubles as 2k -> 4k ->
+    # 8k did; 8 heads of 16 let Llama 3 keep its 4 query heads per key/value head.
+    Preset("llama-1", "Llama 1 in miniature: multi-head attention, theta 10,000, untied "
+           "head, context 32 (the real 7B: 2,048).",
+           dict(_GENERATION), dict(_GENERATION_TRAIN)),
+    Preset("llama-2", "Llama 2 in miniature: as Llama 1 with twice the context, 64 (the "
+           "7B and 13B: multi-head; only 34B and 70B used grouped-query attention).",
+           dict(_GENERATION, context_window=64), dict(_GENERATION_TRAIN)),
+    Preset("llama-3", "Llama 3 in miniature: grouped-query attention (8 query heads, 2 "
+           "key/value heads, as 8B's 32 and 8), theta 500,000, context 128.",
+           dict(_GENERATION, context_window=128, n_kv_heads=2, rope_theta=500000.0),
+           dict(_GENERATION_TRAIN)),
+    Preset("llama-3.2", "Llama 3.2's small models in miniature: Llama 3 with the output "
+           "head tied to the token embedding.",
+           dict(_GENERATION, context_window=128, n_kv_heads=2, rope_theta=500000.0,
+                tie_embeddings=True), dict(_GENERATION_TRAIN)),
     # The ladder: the 'Llama from scratch' story, one modification per rung.
     Preset("ladder-1-mlp", "Rung 1: token embedding and a ReLU MLP, no attention.",
            dict(_LADDER_SHAPE, n_layers=1, attention=False, norm="none", pos="none",

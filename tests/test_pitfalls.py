@@ -203,3 +203,37 @@ def test_probes_leave_the_global_random_state_alone():
     I.causal_leak(model, 10, 4)
     probes.run_probes(model)
     assert torch.equal(torch.rand(3), expected)
+
+
+# --- The two cache pitfalls: invisible to training, visible to the cache ---------------
+
+@pytest.mark.parametrize("name", ["rope_at_zero", "repeat_kv_before_cache"])
+def test_a_cache_pitfall_trains_exactly_like_the_correct_model(name):
+    p = P.BUILT_IN[name]
+    correct, buggy = Llama(tiny(**p.correct), seed=3), Llama(tiny(**p.on), seed=3)
+    idx = torch.randint(0, 13, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(correct(idx), buggy(idx))  # the whole text at once: no cache
+
+
+def test_rope_at_zero_makes_cached_generation_drift_from_uncached():
+    model = model_of(**P.BUILT_IN["rope_at_zero"].on).eval()
+    with torch.no_grad():  # weights grown as by training, so logits are decisive
+        for w in model.parameters():
+            w.mul_(20.0)
+    prompt = torch.tensor([PROMPT[:3]])
+    cached = model.generate(prompt, 12, temperature=0, use_cache=True)
+    assert not torch.equal(cached, model.generate(prompt, 12, temperature=0, use_cache=False))
+    assert probes.probe_cache_drift(model)["value"] > 1e-3
+
+
+def test_repeat_kv_before_cache_caches_as_much_as_multi_head_attention():
+    p = P.BUILT_IN["repeat_kv_before_cache"]
+    sizes = {}
+    for label, kw in (("gqa", p.correct), ("bug", p.on), ("mha", {})):
+        model = model_of(**kw).eval()
+        cache = model.make_cache(1, 8)
+        with torch.no_grad():
+            model(torch.tensor([PROMPT]), cache=cache, start_pos=0)
+        sizes[label] = cache.nbytes
+    assert sizes["bug"] == sizes["mha"] == 2 * sizes["gqa"]  # 2 query heads, 1 KV head
+    assert probes.probe_cache_size(model_of(**p.on))["value"] == sizes["bug"] / 8

@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .output_file import write_text_atomically
-from .sweeps import (STANDARD_VARIANTS, PlannedRun, plan_sweep, submit_plan, variant_label,
-                     wait_for)
+from .sweeps import PlannedRun, plan_sweep, submit_plan, variants_for, wait_for
 from ..pitfalls import class_set_sweeps
 from ..presets import LADDER
 from ..errors import UserError
@@ -80,27 +79,6 @@ def _ladder_plan(seeds) -> list[PlannedRun]:
     return plan
 
 
-def variants_for(preset: str | None, base: dict | None = None) -> dict[str, dict]:
-    """The standard single-modification variants that change something for this
-    baseline: "fewer layers" becomes half the baseline's depth (the standard
-    ``n_layers=2`` is no change at all for a 2-layer preset), and a variant the
-    baseline already has (``norm=none`` when it has no norm) is left out."""
-    from ..presets import build_configs
-
-    base = dict(base or {})
-    model, _ = build_configs(preset, base)
-    out: dict[str, dict] = {}
-    for changes in STANDARD_VARIANTS.values():
-        if "n_layers" in changes:
-            if model.n_layers < 2:
-                continue
-            changes = {"n_layers": model.n_layers // 2}
-        if all(getattr(model, k) == v for k, v in changes.items()):
-            continue
-        out[variant_label(changes)] = dict(changes)
-    return out
-
-
 def _ablation_plan(seeds) -> list[PlannedRun]:
     return plan_sweep(ABLATION_PRESET, dict(COMMON),
                       list(variants_for(ABLATION_PRESET, COMMON).values()), list(seeds))
@@ -124,9 +102,9 @@ SECTIONS: dict[str, Section] = {s.name: s for s in [
     Section("ladder", "classset-ladder", "The ladder, 7 rungs",
             f"The ladder-* presets, {LADDER_STEPS} steps each, 3 seeds.", _ladder_plan),
     Section("ablation", "classset-ablation", "Every single change to a tiny Llama",
-            f"The '{ABLATION_PRESET}' preset (2 layers, 64 wide, context 32, 200 steps) "
-            f"against each standard single-modification variant (fewer layers: 1), "
-            f"3 seeds, paired.",
+            f"The '{ABLATION_PRESET}' preset (2 layers, 64 wide, 4 heads, context 32, 200 "
+            f"steps) against each standard single-modification variant (fewer layers: 1; "
+            f"grouped-query: 2 key/value heads; multi-query: 1), 3 seeds, paired.",
             _ablation_plan),
     Section("health", "classset-health", f"Depth {HEALTH_LAYERS}: no norm vs RMSNorm",
             f"The '{ABLATION_PRESET}' preset at {HEALTH_LAYERS} layers with RMSNorm "
@@ -135,7 +113,8 @@ SECTIONS: dict[str, Section] = {s.name: s for s in [
     Section("pitfalls", "classset-pitfalls", "The classic bugs, trained",
             "The 'tiny' preset with context 8 and 600 steps: the correct model against "
             "each bug (and causal=false, pos=none, dropout 0.1 with and without the "
-            "dropout-at-eval bug), 3 seeds.", _pitfall_plan),
+            "dropout-at-eval bug, one key/value head with and without repeat_kv before "
+            "the cache), 3 seeds.", _pitfall_plan),
 ]}
 GROUPS = {s.group: s for s in SECTIONS.values()}
 
@@ -471,4 +450,4 @@ def verify(run_id: str | None = None, folder=None) -> dict:
 
 
 __all__ = ["ClassSet", "SECTIONS", "GROUPS", "load", "build", "verify", "retrain",
-           "cheapest_run"]
+           "cheapest_run", "variants_for"]

@@ -30,7 +30,36 @@ STANDARD_VARIANTS: dict[str, dict] = {
     "ffn=relu": {"ffn": "relu"},
     "causal=false": {"causal": False},
     "n_layers=2": {"n_layers": 2},
+    "n_kv_heads=2": {"n_kv_heads": 2},  # grouped-query: half the key/value heads
+    "n_kv_heads=1": {"n_kv_heads": 1},  # multi-query: one key/value head
 }
+
+
+def variants_for(preset: str | None, base: dict | None = None) -> dict[str, dict]:
+    """The standard single-modification variants that change something for this
+    baseline, resolved to its shape: "fewer layers" is half the baseline's depth (the
+    standard ``n_layers=2`` is no change at all for a 2-layer preset), grouped-query
+    attention half its key/value heads and multi-query one; a variant the baseline
+    already has (``norm=none`` when it has no norm), or that has nothing to act on (key/
+    value heads without attention), is left out."""
+    model, _ = build_configs(preset, dict(base or {}))
+    out: dict[str, dict] = {}
+    for changes in STANDARD_VARIANTS.values():
+        if "n_layers" in changes:
+            if model.n_layers < 2:
+                continue
+            changes = {"n_layers": model.n_layers // 2}
+        if "n_kv_heads" in changes:
+            # multi-query: 1; grouped-query: half the key/value heads, 2 at the least
+            kv = 1 if changes["n_kv_heads"] == 1 else model.kv_heads // 2
+            if not model.attention or model.kv_heads == kv or (
+                    changes["n_kv_heads"] != 1 and kv < 2):
+                continue
+            changes = {"n_kv_heads": kv}
+        if all(getattr(model, k) == v for k, v in changes.items()):
+            continue
+        out[variant_label(changes)] = dict(changes)
+    return out
 
 
 def variant_label(changes: dict) -> str:

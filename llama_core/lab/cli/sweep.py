@@ -7,7 +7,7 @@ import sys
 
 from ...errors import UserError
 from ..sweeps import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
-                      wait_for)
+                      variants_for, wait_for)
 from .output import print_result, print_table, say
 from .parser import add_config_flags, config_overrides
 
@@ -43,7 +43,7 @@ def cmd_sweep(args) -> int:
     base = config_overrides(args)  # its seed is replaced by each run's own
     variants = [parse_variant(v) for v in (args.variant or [])]
     if args.standard:
-        variants += [dict(v) for v in STANDARD_VARIANTS.values()]
+        variants += list(variants_for(args.preset, base).values())  # fitted to the preset
     if not variants:
         raise UserError("Give at least one --variant key=value (or --standard).")
     seeds = list(range(args.seed, args.seed + args.seeds))
