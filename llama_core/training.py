@@ -29,6 +29,9 @@ from .distributed import Distributed
 from .errors import ConfigError
 from .generate import generate_text
 from .model import Llama, dropout_off, eval_mode
+from .stability import Stability
+
+REPORT_S = 0.25  # on_progress (with every step's loss since the last) four times a second
 
 
 @dataclass
@@ -135,9 +138,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
 
     on_eval(record) gets step, tokens, seconds, train_loss (mean of the training batches
     since the last evaluation), val_loss, lr, grad_norm, tokens_per_s, sample and extra
-    (per-layer health). on_progress(state) gets step, tokens, seconds, eta_s about twice
-    a second. should_stop() is asked every step; True ends the run as "stopped" after
-    saving. The vocabulary size always comes from the corpus.
+    (per-layer health). on_progress(state) gets step, tokens, seconds, eta_s and losses
+    (every step's ``(step, seconds, loss)`` since the last call) right after the first
+    step, then every ``REPORT_S`` seconds and once more at the end, so a live curve can
+    show every step. should_stop() is asked every step; True ends the run as "stopped"
+    after a quick evaluation and saving (no sample). The vocabulary size always comes
+    from the corpus.
+
+    A run whose per-step loss goes non-finite, or (llama_core.stability) climbs far
+    above random guessing after warm-up or ends above where it began, ends "diverged"
+    with a sentence saying what happened and to lower the learning rate.
 
     Under ``torchrun`` (WORLD_SIZE > 1) each process trains on its slice of the same
     global batch with DistributedDataParallel, so the curve matches one process with
@@ -168,17 +178,24 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
                 loop.evaluate_and_report()
             loop.report_progress()
         status = ending
-        if loop.loss_count or loop.last_val is None:
-            loop.evaluate_and_report()  # the numbers the run ends with
+        loop.report_progress(force=True)  # the last steps' losses, before the evaluation
+        if loop.loss_count or loop.last_val is None:  # the numbers the run ends with;
+            loop.evaluate_and_report(quick=status == "stopped")  # a stop is not kept waiting
+        unstable = loop.stability.verdict()
+        if unstable:
+            status, error = "diverged", unstable
     except _Diverged as d:
         status = "diverged"
         error = (f"The loss stopped being a finite number at step {d.step}; lower the "
                  f"learning rate (lr) or keep grad_clip on.")
+        nonfinite = True
+    else:
+        nonfinite = False
 
     wall = loop.elapsed()
     bar.update(loop.step, wall, loop.tokens / max(wall, 1e-9), loop.last_val, force=True)
     checkpoint = None
-    if checkpoint_path is not None and status != "diverged" and dist.rank == 0:
+    if checkpoint_path is not None and not nonfinite and dist.rank == 0:
         checkpoint = save_checkpoint(
             checkpoint_path, model, corpus.tokenizer, train_cfg,
             {"step": loop.step, "tokens": loop.tokens, "seconds": wall, "status": status,
@@ -232,6 +249,8 @@ class _Loop:
         self.start = time.perf_counter()
         self.segment_start, self.segment_tokens = self.start, 0  # tokens/s since an eval
         self.last_progress = 0.0
+        self.new_losses: list[tuple[int, float, torch.Tensor]] = []  # not yet reported
+        self.stability = Stability(model.cfg.vocab_size, cfg.warmup_steps)
 
     def elapsed(self) -> float:
         return self.seconds_before + time.perf_counter() - self.start
@@ -277,6 +296,8 @@ class _Loop:
 
         self.last_batch = x
         self.loss_sum += loss.detach()
+        if self.dist.rank == 0:  # read back in one batch per report: no sync per step
+            self.new_losses.append((self.step + 1, self.elapsed(), loss.detach()))
         self.loss_count += 1
         self.step += 1
         self.tokens += self.tokens_per_step
@@ -285,9 +306,10 @@ class _Loop:
         if on_one_cpu and not math.isfinite(loss.item()):  # else at each eval: no sync per step
             raise _Diverged(self.step)
 
-    def evaluate_and_report(self) -> None:
+    def evaluate_and_report(self, quick: bool = False) -> None:
         """Every rank averages its training loss since the last evaluation; rank 0
-        evaluates on the validation batches and hands the record to on_eval."""
+        evaluates on the validation batches and hands the record to on_eval (``quick``:
+        without the sample and layer health, for a run asked to stop)."""
         train_loss = (self.dist.mean(self.loss_sum / self.loss_count).item()
                       if self.loss_count else None)
         if train_loss is not None and not math.isfinite(train_loss):
@@ -306,9 +328,9 @@ class _Loop:
                 "train_loss": train_loss, "val_loss": self.last_val,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "grad_norm": float(self.grad_norm), "tokens_per_s": rate,
-                "sample": self._sample(),
+                "sample": None if quick else self._sample(),
                 "extra": (layer_health(self.model, self.last_batch)
-                          if self.last_batch is not None else None),
+                          if self.last_batch is not None and not quick else None),
             })
         # Evaluation is not training: the next rate counts from here.
         self.segment_start, self.segment_tokens = time.perf_counter(), 0
@@ -319,18 +341,34 @@ class _Loop:
         return generate_text(self.model, self.corpus.tokenizer, self.sample_prompt,
                              self.cfg.sample_chars, seed=self.cfg.seed)
 
-    def report_progress(self) -> None:
-        """At most twice a second on rank 0: on_progress and the terminal's bar."""
+    def report_progress(self, force: bool = False) -> None:
+        """On rank 0, after the first step and then every ``REPORT_S`` (or when
+        ``force``d): the new steps' losses to the stability watch and on_progress, and
+        the terminal's bar."""
         now = time.perf_counter()
-        if now - self.last_progress < 0.5 or self.dist.rank != 0:
+        if self.dist.rank != 0 or (not force and now - self.last_progress < REPORT_S):
             return
         self.last_progress = now
+        losses = self.take_losses()
         elapsed = self.elapsed()
         rate = (self.tokens - self.tokens_before) / max(elapsed - self.seconds_before, 1e-9)
         if self.on_progress:
             self.on_progress({"step": self.step, "tokens": self.tokens, "seconds": elapsed,
-                              "eta_s": _eta(self.cfg, self.step, elapsed)})
+                              "eta_s": _eta(self.cfg, self.step, elapsed),
+                              "losses": losses})
         self.bar.update(self.step, elapsed, rate, self.last_val)
+
+    def take_losses(self) -> list[tuple[int, float, float]]:
+        """The steps' losses since the last call as floats (one device sync for all)."""
+        if not self.new_losses:
+            return []
+        values = torch.stack([t for _, _, t in self.new_losses]).float().tolist()
+        out = [(step, round(seconds, 4), value)
+               for (step, seconds, _), value in zip(self.new_losses, values)]
+        self.new_losses = []
+        for step, _, value in out:
+            self.stability.observe(step, value)
+        return out
 
 
 class _Progress:

@@ -182,7 +182,7 @@ def test_a_live_run_grows_then_shows_its_final_numbers(store_dir, store):
     run_id = store.create_run(model, train, name="hand-driven", pid=os.getpid())
     assert store.mark_running(run_id, os.getpid(), "cpu")
     at = open_train({"run": run_id})
-    assert "first numbers arrive at step 50" in at.get("progress")[0].proto.text
+    assert "curve begins at the first step" in at.get("progress")[0].proto.text
     counts = []
     for step in (50, 100, 150):
         store.add_metric(run_id, {"step": step, "tokens": step * 512, "seconds": step / 50,
@@ -196,7 +196,7 @@ def test_a_live_run_grows_then_shows_its_final_numbers(store_dir, store):
         assert "nats per character" in fig.layout.yaxis.title.text
         assert at.code[0].value == f"sample {step}"
     assert counts == [1, 2, 3]
-    assert "tokens/s" in at.get("progress")[0].proto.text
+    assert "steps/s" in at.get("progress")[0].proto.text
     store.finish_run(run_id, "finished", {"final_train_loss": 1.5, "final_val_loss": 1.6,
                                           "steps": 200, "tokens": 102400, "wall_s": 4.0,
                                           "tokens_per_s": 25600.0, "params": 114880})
@@ -215,8 +215,10 @@ def test_a_finished_run_in_the_url_shows_curves_numbers_and_samples(store_dir, s
     (run_id,) = train_tiny_runs(store.path)
     at = open_train({"run": run_id})
     fig = chart(at)
-    assert [t.name for t in fig.data] == ["training loss", "validation loss"]
-    assert list(fig.data[1].x) == [10, 20, 30]
+    assert [t.name for t in fig.data] == ["training loss, each step", "training loss",
+                                          "validation loss"]
+    assert list(fig.data[0].x) == list(range(1, 31)), "every step's loss is drawn"
+    assert list(fig.data[2].x) == [10, 20, 30]
     assert fig.layout.xaxis.title.text == "training step"
     metrics = {m.label: m.value for m in at.metric}
     run = store.get_run(run_id)

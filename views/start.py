@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from charts.block_diagram import block_diagram
+from ui.settings_in_url import start_params
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,6 +78,9 @@ with text:
         st.success("This is Llama's block.")
     else:
         st.warning("A variant, not Llama's block: train both to compare them.")
+    st.page_link("views/train.py", label="Train this block on Build & train",
+                 icon=":material/model_training:",
+                 query_params=start_params(norm, pos, ffn, causal))
 
 with picture:
     st.graphviz_chart(block_diagram(norm, pos, ffn, causal), width="stretch")

@@ -10,36 +10,29 @@ below polls the run store only while the run is active.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
-from charts.components import config_of, parameter_table
-from charts.labels import run_label, short_label
-from charts.loss import curve_frame, run_curves_figure
+from charts.components import parameter_table
+from charts.labels import run_label
 from charts.numbers import duration, rough_duration, si
-from charts.palette import LOSS_UNIT
-from charts.records import settings_frame
-from charts.run_status import STATUS_TEXT, live_progress, progress_text
 from llama_core.config import BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig
 from llama_core.corpora import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
 from llama_core.lab import classroom
 from llama_core.lab.classroom import offered_presets
-from llama_core.lab.store import TERMINAL
 from llama_core.presets import PRESETS, build_configs
-from llama_core.speed import mfu, peak_flops
 from ui import state
 from ui.errors import show_error, user_errors
 from ui.estimates import cuda_available, run_estimate
 from ui.model_facts import corpus_vocab, module_shapes
+from ui.launch_guard import launch_guard
 from ui.plain_text import md_literal
+from ui.run_panel import POLL_S, run_panel
+from ui.settings_in_url import apply_start_parts, restore_run_settings
 
-APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESET = "tiny"
 TIME_MODE_STEPS = 1_000_000  # the step cap when a run trains for a time budget
-POLL_S = 1.0
 
 NORM_LABELS = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm", "none": "none"}
 POS_LABELS = {"rope": "RoPE", "learned": "learned table", "none": "none"}
@@ -98,7 +91,12 @@ def fill_from_preset() -> None:
     """Set every control to the chosen preset's values (a callback: runs before the
     widgets are drawn, so they show the new values)."""
     p = PRESETS[st.session_state["tr_preset"]]
-    values = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS, **p.model, **p.train}
+    fill_controls({**p.model, **p.train})
+
+
+def fill_controls(settings: dict) -> None:
+    """Set every control to these config values (a preset's, or a run's on reload)."""
+    values = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS, **settings}
     for key, field in FIELDS.items():
         st.session_state[key] = values[field]
     if values.get("time_budget"):
@@ -287,129 +285,40 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
 
 
 def launch(model: ModelConfig, train: TrainConfig) -> None:
+    """Queue the run, put it in the URL and redraw: the run panel is drawn above the
+    builder, so the rerun shows its chart at the top of the page."""
     name = (st.session_state.get("tr_name") or "").strip() or None
     with user_errors():
         run_id = state.job_manager().submit(model, train, name=name,
                                             owner=state.owner_id())
         st.session_state["tr_run"] = run_id
+        st.session_state["tr_confirm_long"] = False
         st.query_params["run"] = run_id
+        st.rerun()
 
 
 # --- The current run ----------------------------------------------------------------
 
-def page_links(run_id: str) -> None:
-    """Buttons to the pages that look at a finished run, for those that exist."""
-    targets = [("views/compare.py", "Compare it with other runs", ":material/compare_arrows:",
-                {"runs": run_id}),
-               ("views/attention.py", "Look at its attention", ":material/grid_on:",
-                {"run": run_id}),
-               ("views/generate.py", "Generate text with it", ":material/edit_note:",
-                {"run": run_id})]
-    cols = st.columns(len(targets))
-    for col, (path, label, icon, params) in zip(cols, targets):
-        if not (APP_ROOT / path).exists():
-            continue
-        try:
-            col.page_link(path, label=label, icon=icon, query_params=params)
-        except StreamlitAPIException:  # the page exists but is not in the menu yet
-            pass
-
-
-def show_samples(run_id: str) -> None:
-    samples = state.store().samples(run_id)
-    if not samples:
-        return
-    latest = samples[-1]
-    st.markdown(f"**What it writes now** (sample at step {latest['step']:,}, "
-                "starting from a new line)")
-    st.code(latest["text"] or " ", language=None, wrap_lines=True)
-    if len(samples) > 1:
-        with st.expander(f"Every sample so far ({len(samples)}), newest first"):
-            for s in reversed(samples[:-1]):
-                st.caption(f"step {s['step']:,}")
-                st.code(s["text"] or " ", language=None, wrap_lines=True)
-
-
-def final_numbers(run) -> None:
-    rows = [("Final validation loss", f"{run.final_val_loss:.3f}" if run.final_val_loss
-             is not None else "—", LOSS_UNIT),
-            ("Final training loss", f"{run.final_train_loss:.3f}" if run.final_train_loss
-             is not None else "—", LOSS_UNIT),
-            ("Steps", f"{run.steps:,}", "optimizer steps"),
-            ("Tokens", f"{run.tokens:,}", "characters seen in training"),
-            ("Wall time", duration(run.wall_s), "seconds of training"),
-            ("Speed (tokens/s)", f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "—",
-             "training tokens (characters) per second"),
-            ("Parameters", f"{run.params:,}" if run.params else "—", "scalars"),
-            ("Device", md_literal(run.device or "—"), None)]
-    cfg = config_of(run.model_config)
-    utilisation = (mfu(run.tokens_per_s, cfg, run.device)
-                   if run.tokens_per_s and run.device and cfg is not None else None)
-    rows.append(("Model FLOPs utilisation", f"{utilisation:.0%}" if utilisation else "—",
-                 f"percent of {peak_flops(run.device or 'cpu')[1]} (achieved training "
-                 "FLOP/s ÷ that peak)"))
-    for start in range(0, len(rows), 4):
-        for col, (label, value, help_) in zip(st.columns(4), rows[start:start + 4]):
-            col.metric(label, value, help=f"in {help_}" if help_ else None)
-
-
-def run_panel(run_id: str, was_active: bool) -> None:
-    """The run in the URL: live while active (this is the polled fragment's body)."""
-    store = state.store()
+def your_run(run_id: str) -> None:
+    """The run in the URL, live (a fragment redrawn twice a second) while active."""
+    st.subheader("Your run", anchor="your-run")
     try:
-        run = store.get_run(run_id)
+        active = state.store().get_run(run_id).active
     except UserError:
-        st.warning(f"The run {md_literal(repr(run_id[:40]))} in this page's address is not "
-                   "in the run store (it may have been deleted); launch a new run above.")
-        return
-    if was_active and run.status in TERMINAL:
-        st.rerun()  # a full rerun draws the finished view and stops the polling
-    metrics = store.metrics(run_id)
-    last = metrics[-1] if metrics else None
-    st.markdown(f"**{md_literal(short_label(run))}** · seed {run.seed} · "
-                f"**{STATUS_TEXT.get(run.status, run.status)}**")
+        active = False
+    st.fragment(run_every=POLL_S if active else None)(run_panel)(run_id, active)
+    if st.button("Hide this run", key="tr_hide", type="tertiary"):
+        st.session_state.pop("tr_run", None)
+        st.query_params.pop("run", None)
+        st.rerun()
+    st.divider()
 
-    if run.active:
-        p = live_progress(run, last)
-        queued = store.list_runs(status="queued") if run.status == "queued" else []
-        st.progress(p["fraction"], text=progress_text(run, last, p, queued))
-        if not state.may_control(run):
-            st.caption("Someone else started this run: you can watch it, but only they "
-                       "or the teacher can stop it.")
-        elif st.button("Stop this run", key="tr_stop", icon=":material/stop_circle:"):
-            with user_errors():
-                state.stop_run(run_id)
-                st.info("Stopping: the run saves its model and ends within a step or so.")
-    else:
-        if run.status == "finished":
-            st.success(f"Finished in {duration(run.wall_s)}.")
-        elif run.error:
-            (st.info if run.status == "stopped" else st.warning)(md_literal(run.error))
-        elif run.status == "stopped":
-            st.info("Stopped before its end: the numbers are from the step it stopped at, "
-                    "and its model was saved there.")
-        final_numbers(run)
-        page_links(run_id)
 
-    vocab = run.model_config.get("vocab_size")
-    frame = curve_frame(metrics)
-    x = st.segmented_control("x axis", ["step", "seconds"], key="tr_x", default="step",
-                             required=True, format_func={"step": "steps",
-                                                         "seconds": "seconds"}.get)
-    st.plotly_chart(run_curves_figure(
-        frame, x=x or "step", vocab_size=vocab,
-        empty_text="The loss curves appear at the first evaluation."),
-        key="tr_loss_chart", width="stretch")
-    show_samples(run_id)
-    with st.expander("This run's settings"):
-        st.dataframe(settings_frame(run), hide_index=True, key="tr_run_settings")
 
 
 # --- The page -----------------------------------------------------------------------
 
 st.title("Build & train")
-st.markdown("Set each part, watch what it costs, launch a short run and see it learn. "
-            "Loss is in **nats per character**: ln(vocabulary) ≈ 4.1 is blind guessing.")
 
 # Start the shared job manager now (once per server), so its warm training process is
 # ready by the time the first Launch is pressed.
@@ -423,10 +332,15 @@ elif st.session_state.get("tr_run"):
     st.query_params["run"] = st.session_state["tr_run"]
     url_run = st.session_state["tr_run"]
 
-if url_run:  # from the page address: shown as typed
-    st.caption(f"Run {md_literal(url_run, limit=40)} is shown below the builder: "
-               "[jump to it ↓](#your-run)")
+# The run being watched sits above the builder, so after Launch its live chart is on
+# screen without scrolling, even on a 1280 x 720 projector.
+if url_run:
+    your_run(url_run)
+st.markdown("Set each part, watch what it costs, launch a short run and see it learn. "
+            "Loss is in **nats per character**: ln(vocabulary) ≈ 4.1 is blind guessing.")
+restore_run_settings(url_run, fill_controls)
 ensure_controls()
+apply_start_parts()
 left, right = st.columns([4, 5], gap="large")
 with left:
     st.subheader("Build")
@@ -444,16 +358,15 @@ with right:
         model_facts(model_cfg, train_cfg)
 
 with left:
+    blocked = launch_guard(model_cfg, train_cfg) if model_cfg is not None else \
+        "Fix the setting named in red first."
     if st.button("Launch", key="tr_launch", type="primary", icon=":material/play_arrow:",
-                 disabled=model_cfg is None, width="stretch",
-                 help=None if model_cfg else "Fix the setting named in red first."):
+                 disabled=blocked is not None, width="stretch", help=blocked):
         launch(model_cfg, train_cfg)
-        url_run = st.query_params.get("run")
 
-st.divider()
-st.subheader("Your run", anchor="your-run")
-run_id = url_run
-if not run_id:
+if not url_run:
+    st.divider()
+    st.subheader("Your run", anchor="your-run")
     mine = state.store().list_runs(owner=state.owner_id(), limit=5)
     if not mine:
         st.info("No run yet: press **Launch** to train the model you built.")
@@ -462,13 +375,3 @@ if not run_id:
         for run in mine:
             st.page_link("views/train.py", label=md_literal(run_label(run)),
                          query_params={"run": run.id}, icon=":material/history:")
-else:
-    try:
-        active = state.store().get_run(run_id).active
-    except UserError:
-        active = False
-    st.fragment(run_every=POLL_S if active else None)(run_panel)(run_id, active)
-    if st.button("Hide this run", key="tr_hide", type="tertiary"):
-        st.session_state.pop("tr_run", None)
-        st.query_params.pop("run", None)
-        st.rerun()

@@ -180,6 +180,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("when the owning process started, so a reused pid is not taken for it", [
         "ALTER TABLE runs ADD COLUMN pid_start TEXT",
     ]),
+    ("every training step's loss, for the live curve", [
+        """CREATE TABLE step_losses (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            seconds REAL,
+            loss REAL,
+            PRIMARY KEY (run_id, step)) WITHOUT ROWID""",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 STUDENT_NAME_MAX = 40
@@ -896,6 +904,37 @@ class RunStore:
                       "WHERE id = ?", (values[0], values[1] or 0, run_id))
         self._write(add)
 
+    def add_step_losses(self, run_id: str, rows: Iterable[tuple]) -> None:
+        """Store a batch of per-step training losses, ``(step, seconds, loss)`` each, in
+        one commit: the trainer hands them over a few times a second, so the live curve
+        gets every step for one small write per batch. The run's ``steps`` follows."""
+        check_run_id(run_id)
+        values = [(run_id, int(step), _finite_or_none(seconds), _finite_or_none(loss))
+                  for step, seconds, loss in rows]
+        if not values:
+            return
+
+        def add(c):
+            try:
+                c.executemany("INSERT OR REPLACE INTO step_losses (run_id, step, seconds, "
+                              "loss) VALUES (?, ?, ?, ?)", values)
+            except sqlite3.IntegrityError:
+                raise RunNotFound(f"There is no run {run_id!r} to add losses to; it may "
+                                  "have been deleted.") from None
+            c.execute("UPDATE runs SET steps = MAX(steps, ?) WHERE id = ?",
+                      (max(v[1] for v in values), run_id))
+        self._write(add)
+
+    def step_losses(self, run_id: str, since_step: int | None = None) -> list[tuple]:
+        """A run's per-step training losses in step order: ``(step, seconds, loss)``,
+        loss None where it was not a finite number."""
+        sql = "SELECT step, seconds, loss FROM step_losses WHERE run_id = ?"
+        args: tuple = (check_run_id(run_id),)
+        if since_step is not None:
+            sql += " AND step > ?"
+            args += (int(since_step),)
+        return self._read(sql + " ORDER BY step", args)
+
     def finish_run(self, run_id: str, status: str, result: dict | None = None,
                    error: str | None = None) -> bool:
         """Record how a run ended. Only an unfinished run (queued, running, or marked
@@ -997,7 +1036,8 @@ class RunStore:
                     raise UserError(f"Run {run_id} is {status}; stop it first or pass "
                                     f"--force{nothing}.")
             marks = ", ".join("?" * len(ids))
-            for table, key in (("metrics", "run_id"), ("samples", "run_id"), ("runs", "id")):
+            for table, key in (("metrics", "run_id"), ("samples", "run_id"),
+                               ("step_losses", "run_id"), ("runs", "id")):
                 c.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", tuple(ids))
         self._write(delete)
         for run_id in ids:
