@@ -25,22 +25,25 @@ def next_char_bars(step: pd.DataFrame, title: str) -> go.Figure:
         textposition="outside",
         textfont=dict(size=TICK_FONT + 1),
         hovertemplate="'%{x}': probability %{y:.3f}<extra></extra>"))
-    fig.update_xaxes(type="category", title=dict(text="next character (orange: drawn)"),
+    fig.update_xaxes(type="category", title=dict(text="next character"),
                      tickmode="array", tickvals=chars, ticktext=chars,
                      tickfont=dict(size=FONT_SIZE + 2))
     fig.update_yaxes(title=dict(text="probability"), range=[0, 1.12])
     return titled(fig, title, 400)
 
 
-def step_figure(run_id: str, prompt: str, text: str, table: pd.DataFrame,
+TITLE_CHARS = 30  # a title line that fits a half-width chart at 1280 px (~34 characters)
+
+
+def step_figure(run: str, prompt: str, text: str, table: pd.DataFrame,
                 step: int) -> go.Figure:
     """:func:`next_char_bars` for one step of a generation (``text`` continuing
-    ``prompt``, ``table`` its per-step probabilities), titled with the characters just
-    before it and the one drawn."""
+    ``prompt``, ``table`` its per-step probabilities), titled with the run (a label,
+    shortened to fit), the characters just before the step and the one drawn."""
     rows = table[table["step"] == step]
-    before = (prompt + text)[: len(prompt) + step - 1][-14:]
+    before = (prompt + text)[: len(prompt) + step - 1][-6:]
     drawn = rows[rows["chosen"]]["character"].iloc[0]
-    title = (f"{run_id}, step {step}: after "
-             f"“{plotly_literal(visible_text(before))}”"
-             f"<br>drew “{char_label(drawn)}”")
+    run = run if len(run) <= TITLE_CHARS else run[:TITLE_CHARS - 1] + "…"
+    title = (f"{plotly_literal(run)}<br>step {step}: after "
+             f"“{plotly_literal(visible_text(before))}” drew “{char_label(drawn)}”")
     return next_char_bars(rows, title)

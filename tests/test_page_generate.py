@@ -25,7 +25,8 @@ PAGE = str(REPO / "views" / "generate.py")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return trained_store(tmp_path_factory, "generate-runs",
-                         {"rope": {}, "learned": {"pos": "learned"}})
+                         {"rope": {}, "learned": {"pos": "learned"},
+                          "layernorm": {"norm": "layernorm"}, "gelu": {"ffn": "gelu"}})
 
 
 @pytest.fixture
@@ -124,3 +125,41 @@ def test_empty_prompt_and_seed_change(app):
     a = app("rope", generate_seed=1, generate_length=60).code[0].value
     b = app("rope", generate_seed=2, generate_length=60).code[0].value
     assert a != b and a.startswith("ROMEO:") and b.startswith("ROMEO:")
+
+
+def rows_of_charts(at: AppTest) -> list[int]:
+    """How many plotly charts each row of columns on the page holds."""
+    rows = []
+
+    def walk(node):
+        kids = list(getattr(node, "children", {}).values())
+        if kids and all(getattr(k, "type", "") == "column" for k in kids):
+            charts = [len([e for e in _leaves(k) if e.type == "plotly_chart"]) for k in kids]
+            if sum(charts):
+                rows.append(sum(1 for c in charts if c))
+        for k in kids:
+            walk(k)
+
+    walk(at._tree)
+    return rows
+
+
+def _leaves(node):
+    kids = getattr(node, "children", None)
+    if not kids:
+        yield node
+        return
+    for k in kids.values():
+        yield from _leaves(k)
+
+
+def test_four_runs_are_two_by_two_with_titles_that_fit(app):
+    """Four runs four across at 1280 px cut every title and pile the ticks up: they go
+    two to a row, and each title line fits a half-width chart."""
+    at = app("rope", "learned", "layernorm", "gelu")
+    specs = bars(at)
+    assert len(specs) == 4
+    assert rows_of_charts(at) == [2, 2]
+    for spec in specs:
+        for line in as_read(spec["layout"]["title"]["text"]).split("<br>"):
+            assert len(line) <= 34, line

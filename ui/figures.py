@@ -32,6 +32,15 @@ def fitted_columns(columns, fixed: dict[str, int]) -> dict:
             for c in columns}
 
 
+def grid(count: int, per_row: int = 2) -> list:
+    """``count`` side-by-side places, at most ``per_row`` to a row: four charts four
+    across are too narrow to read at 1280 px, so they go two by two."""
+    places = []
+    for start in range(0, count, per_row):
+        places.extend(st.columns(per_row)[:min(per_row, count - start)])
+    return places
+
+
 def markdown_index(table: pd.DataFrame) -> pd.DataFrame:
     """The table with its index (run names, variants, rungs) escaped: st.table reads
     Markdown in its cells, so a name shows as typed."""

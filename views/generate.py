@@ -1,5 +1,6 @@
 """Generate: continue a prompt with one or more trained runs side by side (same prompt,
-same seed), and see the next-character probabilities behind every step."""
+same seed), and see the next-character probabilities behind every step. More than two
+runs go two to a row, so that each chart stays wide enough to read at 1280 px."""
 
 import streamlit as st
 
@@ -7,6 +8,7 @@ from charts.generation import step_figure
 from charts.labels import describe, short_label
 from ui.checkpoints import NO_RUNS, checkpoint_file, inspectable_runs, load_run, torch_turn
 from ui.errors import each_run, require
+from ui.figures import grid
 from ui.inspect_compute import generate_with_probs
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_runs
@@ -64,8 +66,7 @@ def generated_by(run):
 
 outputs = each_run(chosen, generated_by)
 
-columns = st.columns(len(chosen))
-for col, run in zip(columns, chosen):
+for col, run in zip(grid(len(chosen)), chosen):
     with col:
         st.subheader(md_literal(short_label(run)))
         loss = f", validation loss {run.final_val_loss:.3f} nats" if (
@@ -91,11 +92,10 @@ if outputs:
     st.caption(f"Bars: the {bars} most likely next characters and the probability the "
                f"sampler drew from ({kind}); orange is the character drawn. ␣ is a space, "
                f"⏎ a new line.")
-    columns = st.columns(len(chosen))
-    for i, (col, run) in enumerate(zip(columns, chosen)):
+    for i, (col, run) in enumerate(zip(grid(len(chosen)), chosen)):
         if run.id not in outputs:
             continue
         text, table = outputs[run.id]
         with col:
-            st.plotly_chart(step_figure(run.id, prompt, text, table, step),
+            st.plotly_chart(step_figure(short_label(run), prompt, text, table, step),
                             key=f"generate_bars_{i}", width="stretch")
