@@ -4,7 +4,16 @@ parts: each toggle's boxes share its colour, and a switched-off part is a dashed
 from __future__ import annotations
 
 # One colour per toggle, reused in the controls' labels and the diagram.
-COLOURS = {"norm": "#cfe0ff", "pos": "#c9f0d6", "ffn": "#ffe0b8", "mask": "#ead9ff"}
+COLOURS = {"norm": "#cfe0ff", "pos": "#c9f0d6", "ffn": "#ffe0b8", "mask": "#ead9ff",
+           "kv": "#ffd6dc"}
+# The q, k, v box for each attention kind (charts never compute: the page names the kind).
+QKV_LABELS = {
+    "multi-head": "q, k, v projections\\n(split into heads)",
+    "grouped-query": "q, k, v projections\\ngrouped-query: fewer k, v heads,\\n"
+                     "each shared by a group of q heads",
+    "multi-query": "q, k, v projections\\nmulti-query: one k, v head\\n"
+                   "shared by every q head",
+}
 
 
 def _node(name: str, label: str, toggle: str | None = None, off: bool = False) -> str:
@@ -16,8 +25,10 @@ def _node(name: str, label: str, toggle: str | None = None, off: bool = False) -
             f'color="{colour}", fontcolor="{colour if off else "#111418"}"];')
 
 
-def block_diagram(norm: str, pos: str, ffn: str, causal: bool) -> str:
-    """Graphviz source for embeddings, one block and the head, as the toggles set them."""
+def block_diagram(norm: str, pos: str, ffn: str, causal: bool,
+                  attention: str = "multi-head") -> str:
+    """Graphviz source for embeddings, one block and the head, as the toggles set them;
+    ``attention`` is the kind (multi-head, grouped-query, multi-query)."""
     norm_label = {"rmsnorm": "RMSNorm\\n(per token, no mean)",
                   "layernorm": "LayerNorm\\n(mean and variance)",
                   "none": "no norm"}[norm]
@@ -38,7 +49,7 @@ def block_diagram(norm: str, pos: str, ffn: str, causal: bool) -> str:
         'color="#8a8f98";',
         'xin [shape=point, width=0.08, xlabel="x "];',
         _node("norm1", norm_label, "norm", off=norm == "none"),
-        _node("qkv", "q, k, v projections\\n(split into heads)"),
+        _node("qkv", QKV_LABELS[attention], "kv" if attention != "multi-head" else None),
         _node("rope", "RoPE: rotate q and k\\nby position" if pos == "rope"
               else "q, k not rotated", "pos", off=pos != "rope"),
         _node("scores", "scores =\\nq kᵀ / √head_dim"),

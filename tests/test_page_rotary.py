@@ -59,8 +59,8 @@ def metric_logits(at: AppTest) -> float:
 def test_renders_with_no_run_at_all(empty):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 3
-    assert any("No finished run yet" in i.value for i in at.info)
+    assert len(at.get("plotly_chart")) == 4  # spectrum, circle, distance, scaling
+    assert sum("No finished run yet" in i.value for i in at.info) == 2
     assert not at.error
 
 
@@ -146,4 +146,72 @@ def test_no_positions_and_unknown_characters(app):
     at.text_input(key="rotary_prompt").input("Zoë").run()
     assert not at.exception
     assert len(at.error) == 1 and "'ë'" in as_read(at.error[0].value)
-    assert len(at.get("plotly_chart")) == 3  # the explanations stay
+    assert len(at.get("plotly_chart")) == 5  # the explanations and the length view stay
+
+
+# --- RoPE scaling and length (issue 14) ------------------------------------------------
+
+def test_scaled_frequencies_against_unscaled_llama3_keeps_the_fast_pairs(empty):
+    """Llama 3.1's defaults on the page (theta B 500,000, factor 8, original 8,192): the
+    llama3 line equals the unscaled one for wavelengths under 8192/4 positions and the
+    unscaled one divided by 8 above 8192; linear divides every pair by 8."""
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    spec = spec_titled(at, "RoPE scaling")
+    lines = {t["name"]: array(t["y"]) for t in spec["data"] if t.get("xaxis", "x") == "x"}
+    assert set(lines) == {"unscaled", "linear", "llama3"}
+    base = 500000.0 ** (-2 * np.arange(16) / 32)
+    assert np.allclose(lines["unscaled"], base)
+    assert np.allclose(lines["linear"], base / 8)
+    wavelength = 2 * math.pi / base
+    fast, slow = wavelength < 8192 / 4, wavelength > 8192
+    assert fast.any() and slow.any()
+    assert np.allclose(lines["llama3"][fast], base[fast])
+    assert np.allclose(lines["llama3"][slow], base[slow] / 8)
+    middle = ~fast & ~slow
+    assert ((lines["llama3"][middle] < base[middle])
+            & (lines["llama3"][middle] > base[middle] / 8)).all()
+    assert "radians per position" in spec["layout"]["yaxis"]["title"]["text"]
+    at.selectbox(key="rotary_scale_factor").set_value(4).run()
+    lines = {t["name"]: array(t["y"]) for t in spec_titled(at, "RoPE scaling")["data"]
+             if t.get("xaxis", "x") == "x"}
+    assert np.allclose(lines["linear"], base / 4)
+
+
+def test_length_view_reads_rope_and_no_positions_past_the_context_learned_stops(app):
+    at = app("rope")
+    spec = spec_titled(at, "Loss at each position, reading 2×")
+    by_run = {}
+    for t in spec["data"]:
+        run, reading = t["name"].rsplit(", ", 1)
+        by_run.setdefault(run.split(" · ")[1], {})[reading] = (array(t["x"]), array(t["y"]))
+    assert set(by_run) == {"rope", "learned", "nopos"}
+    assert set(by_run["rope"]) == {"unscaled", "linear", "llama3"}
+    assert set(by_run["learned"]) == {"unscaled"} and set(by_run["nopos"]) == {"unscaled"}
+    assert by_run["rope"]["unscaled"][0].max() == 31  # context 16, read at 32
+    assert by_run["nopos"]["unscaled"][0].max() == 31
+    assert by_run["learned"]["unscaled"][0].max() == 15  # its table has 16 rows
+    for run in by_run.values():
+        for _, y in run.values():
+            assert np.isfinite(y).all() and (y > 0).all()
+    assert "nats per character" in spec["layout"]["yaxis"]["title"]["text"]
+    assert "position" in spec["layout"]["xaxis"]["title"]["text"]
+    assert "Learned positions cannot go past their table" in " ".join(
+        as_read(m.value) for m in at.markdown)
+    table = next(d.value for d in at.dataframe if "run" in d.value.columns)
+    learned = table[table["run"].str.endswith("learned")]
+    assert learned["beyond them (nats/char)"].isna().all()
+    at.segmented_control(key="rotary_length_factor").set_value(4).run()
+    spec = spec_titled(at, "reading 4×")
+    assert max(array(t["x"]).max() for t in spec["data"]) == 63
+
+
+def test_learned_positions_are_refused_past_their_table_in_one_sentence():
+    from llama_core.config import ModelConfig
+    from llama_core.errors import UserError
+    from llama_core.lengths import longer_reader
+    from llama_core.model import Llama
+
+    model = Llama(ModelConfig(vocab_size=20, context_window=8, d_model=16, n_layers=1,
+                              n_heads=2, pos="learned"))
+    with pytest.raises(UserError, match="cannot go past their table: it has 8 rows"):
+        longer_reader(model, 16)

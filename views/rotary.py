@@ -3,15 +3,23 @@ score then depends only on the distance m - n, and a trained model's own proof o
 Everything but the last section works with no run at all."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
+from charts.labels import short_label
+from charts.rope_lengths import length_figure, scaled_frequencies_figure
 from charts.rotary import logit_pair, rope_circles, rope_relative, rope_spectrum
 from llama_core import inspect as I
 from llama_core.config import ModelConfig
 from llama_core.errors import UserError
+from llama_core.lengths import READINGS
+from llama_core.model import rope_frequencies
 from llama_core.pitfalls import pitfall_of
 from ui.checkpoints import inspectable_runs, load_run, torch_turn
-from ui.errors import show_error, user_errors
+from ui.errors import each_run, show_error, user_errors
+from ui.figures import show_chart
+from ui.llama_parts import LLAMA3_HIGH, LLAMA3_LOW, scaling_dict
+from ui.length_view import WINDOWS, length_frame
 from ui.inspect_compute import check_prompt, fit_prompt
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_run
@@ -84,8 +92,87 @@ st.caption(f"One random query q and key k (d_head = {head_dim}, θ = {theta_a:g}
            f"rounding), because rotations compose: R_m q · R_n k = q · R_(n−m) k, so only "
            f"the difference of the two positions is left.")
 
-st.subheader("4. A trained model's own invariance")
+st.subheader("4. Scaling the frequencies to read further")
+st.markdown(
+    "A model meets only the angles its training context produced. To read a longer "
+    "context, **linear scaling** (position interpolation, Chen et al. 2023) divides every "
+    "frequency by a factor, as if every position were divided by it. **llama3 scaling** "
+    "(Llama 3.1, factor 8 from an original context of 8,192) keeps the fast pairs, whose "
+    "wavelength is shorter than original ÷ high_freq_factor (4), divides the slow pairs, "
+    "longer than original ÷ low_freq_factor (1), and blends in between.")
+c1, c2 = st.columns(2)
+factor = c1.selectbox("Factor", [2, 4, 8, 16, 32], index=2, key="rotary_scale_factor",
+                      help="Llama 3.1: 8. Llama 3.2 1B and 3B: 32.")
+original = c2.number_input("Original context (positions)", min_value=2, max_value=1_000_000,
+                           value=8192, step=1024, key="rotary_scale_original",
+                           help="The context the model was trained at: 8,192 for Llama 3.")
+scaled = {kind: rope_frequencies(head_dim, theta_b, scaling=scaling_dict(
+    kind, factor, int(original))).numpy() for kind in ("linear", "llama3")}
+freqs = {"unscaled": rope_frequencies(head_dim, theta_b).numpy(), **scaled}
+show_chart(scaled_frequencies_figure(freqs, int(original), LLAMA3_HIGH, LLAMA3_LOW),
+           key="rotary_scaled", filename="rope-scaling")
+kept = int((freqs["llama3"] == freqs["unscaled"]).sum())
+divided = int(np.isclose(freqs["llama3"], freqs["unscaled"] / factor).sum())
+st.caption(f"θ = {theta_b:g} (θ B above), d_head = {head_dim}, factor {factor}, original "
+           f"context {int(original):,}. llama3 keeps {kept} of {head_dim // 2} pairs as "
+           f"they were, divides {divided} by {factor} and blends the other "
+           f"{head_dim // 2 - kept - divided}; linear divides all {head_dim // 2}. The "
+           "fast pairs carry word-level detail, so llama3 leaves them alone. Rules as in "
+           "Hugging Face transformers' modeling_rope_utils (llama3: Meta's Llama 3.1 "
+           "config.json rope_scaling).")
+
+st.subheader("5. Reading past the trained length")
+st.markdown(
+    "A trained model read at 2× or 4× its context, on its corpus's held-out text: loss "
+    "at each position, averaged over the same windows for every reading. RoPE can be read "
+    "at any length, unscaled or with its frequencies scaled by the same factor. "
+    "**Learned positions cannot go past their table**: it has one row per trained "
+    "position, so there is nothing to add at the next one, and their line stops there. "
+    "A model with **no positions** reads any length.")
 runs = inspectable_runs()
+if not runs:
+    st.info("No finished run yet: train a RoPE, a learned-positions and a no-positions "
+            "run of one shape on Build & train to compare them here.")
+else:
+    by_id = {r.id: r for r in runs if r.model_config.get("attention", True)}
+    if "rotary_length_runs" not in st.session_state:  # the newest run of each kind
+        newest = {}
+        for r in by_id.values():
+            newest.setdefault(r.model_config.get("pos"), r.id)
+        st.session_state["rotary_length_runs"] = list(newest.values())[:3]
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.multiselect("Runs (up to 3: say a RoPE, a learned and a no-positions run)",
+                            list(by_id), key="rotary_length_runs", max_selections=3,
+                            format_func=lambda i: short_label(by_id[i]))
+    length_factor = c2.segmented_control("Read at", [2, 4], default=2, required=True,
+                                         key="rotary_length_factor",
+                                         format_func=lambda f: f"{f}× its context")
+    frames = each_run([by_id[i] for i in chosen],
+                      lambda r: length_frame(r, int(length_factor)))
+    if frames:
+        contexts = {by_id[i].model_config["context_window"] for i in frames}
+        combined = pd.concat([f.assign(run=short_label(by_id[i])) for i, f in frames.items()],
+                             ignore_index=True)
+        trained = min(contexts)
+        show_chart(length_figure(combined, trained, int(length_factor) * max(contexts)
+                                 // trained), key="rotary_length", filename="length-view")
+        summary = combined.groupby(["run", "reading", "seen"], sort=False)["loss"].mean()
+        summary = summary.unstack("seen").rename(columns={
+            True: "trained positions (nats/char)", False: "beyond them (nats/char)"})
+        summary = summary.reset_index()
+        summary["reading"] = summary["reading"].map(READINGS)
+        st.dataframe(summary, hide_index=True, key="rotary_length_table")
+        st.caption(
+            f"Each point is the mean cross-entropy over {WINDOWS} windows of the run's "
+            "validation text at that position (nats per character). Left of the dashed "
+            "line the model reads positions it was trained on; right of it, positions it "
+            "never saw. Scaled readings stretch the frequencies by the factor the run is "
+            "read at (linear: every frequency ÷ it; llama3: Llama 3.1's bands with the "
+            "trained context as original)."
+            + (" The runs have different contexts; the dashed line marks the shortest."
+               if len(contexts) > 1 else ""))
+
+st.subheader("6. A trained model's own invariance")
 if not runs:
     st.info("No finished run yet: train one on the Build & train page to check a trained "
             "model; the three sections above work without one.")

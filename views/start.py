@@ -9,6 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from charts.block_diagram import block_diagram
+from charts.generations import generations_table
+from llama_core.real_models import real_models_frame
+from ui.figures import show_table
 from ui.settings_in_url import start_params
 
 APP_ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +20,8 @@ NORMS = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm", "none": "none"}
 POSITIONS = {"rope": "RoPE on q, k", "learned": "learned table", "none": "none"}
 FFNS = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}
 MASKS = {True: "causal", False: "off"}
+ATTENTION_KINDS = {"multi-head": "multi-head", "grouped-query": "grouped-query",
+                   "multi-query": "multi-query"}
 
 
 def start_first_run() -> None:
@@ -74,8 +79,17 @@ with text:
     causal = st.segmented_control("Causal mask (purple)", list(MASKS),
                                   format_func=MASKS.get, default=True, required=True,
                                   key="start_mask")
+    attention = st.segmented_control(
+        "Attention (pink when keys and values are shared)", list(ATTENTION_KINDS),
+        default="multi-head", required=True, key="start_attention",
+        help="Multi-head: every query head has its own key and value head (Llama 1, "
+             "Llama 2 7B). Grouped-query: a group of query heads shares one (Llama 2 70B, "
+             "Llama 3). Multi-query: all share one.")
     if (norm, pos, ffn, causal) == ("rmsnorm", "rope", "swiglu", True):
-        st.success("This is Llama's block.")
+        st.success("This is Llama's block" + (
+            "." if attention == "multi-head" else
+            f", with {attention} attention as in Llama 3." if attention == "grouped-query"
+            else ", with multi-query attention (one key/value head, Shazeer 2019)."))
     else:
         st.warning("A variant, not Llama's block: train both to compare them.")
     st.page_link("views/train.py", label="Train this block on Build & train",
@@ -83,4 +97,18 @@ with text:
                  query_params=start_params(norm, pos, ffn, causal))
 
 with picture:
-    st.graphviz_chart(block_diagram(norm, pos, ffn, causal), width="stretch")
+    st.graphviz_chart(block_diagram(norm, pos, ffn, causal, attention), width="stretch")
+
+st.subheader("The Llama generations")
+st.markdown(
+    "What changed after the first Llama, in the released models' own numbers: Llama 2 "
+    "doubled the context and gave its 70B grouped-query attention; Llama 3 took "
+    "grouped-query attention to every size, a 128k-token vocabulary and RoPE theta "
+    "500,000; Llama 3.2's small models tie the output head to the embedding and reach "
+    "131,072 positions with RoPE scaling. The presets `llama-1`, `llama-2`, `llama-3` "
+    "and `llama-3.2` on Build & train copy these choices at classroom size.")
+real = real_models_frame()
+show_table(generations_table(real).drop(columns=["source"]))
+st.caption("Context and vocabulary in tokens (sub-word pieces, not characters); width is "
+           "d_model. Sources: " + "; ".join(f"{n}: {s}" for n, s in zip(real["name"],
+                                                                        real["source"])) + ".")
