@@ -49,8 +49,10 @@ class RopeScaling(dict):
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
 
 
-# rope_type -> the keys it takes (Hugging Face's names), all required.
+# rope_type -> the keys it takes (Hugging Face's names), all required. "default" is
+# Hugging Face's name for no scaling.
 ROPE_SCALINGS = {
+    "default": (),
     "linear": ("factor",),
     "llama3": ("factor", "low_freq_factor", "high_freq_factor",
                "original_max_position_embeddings"),
@@ -219,10 +221,11 @@ def _check_rope_scaling(scaling) -> None:
     missing = [k for k in keys if k not in scaling]
     extra = sorted(set(scaling) - set(keys) - {"rope_type"})
     if missing or extra:
-        raise ConfigError(f"rope_scaling of rope_type {kind} takes exactly "
-                          f"{', '.join(keys)}; " + (f"add {', '.join(missing)}." if missing
-                                                    else f"remove {', '.join(extra)}."))
-    _check_number("rope_scaling factor", scaling["factor"], minimum=1.0, integer=False)
+        takes = f"exactly {', '.join(keys)}" if keys else "nothing else"
+        raise ConfigError(f"rope_scaling of rope_type {kind} takes {takes}; " + (
+            f"add {', '.join(missing)}." if missing else f"remove {', '.join(extra)}."))
+    if "factor" in keys:
+        _check_number("rope_scaling factor", scaling["factor"], minimum=1.0, integer=False)
     if kind == "llama3":
         _check_number("rope_scaling low_freq_factor", scaling["low_freq_factor"],
                       minimum=0.0, integer=False, inclusive=False)

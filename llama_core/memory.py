@@ -19,6 +19,9 @@ counted in float32 (bf16 autocast on a GPU only makes activations smaller):
 - logits and the loss: logits, their log-softmax and gradient, plus the backward
   pass's temporaries, per token.
 
+Generation needs the weights and a KV cache (``kv_cache_bytes``: 2 x layers x key/value
+heads x head size x bytes per token and sequence), which training never allocates.
+
 Measured against the peak resident-memory growth of real CPU training processes
 (tests/test_hardening_checkpoints_costs.py: activation-bound, weight-bound and
 explicit-attention configs) the estimate is 1.2 to 1.5 times the peak; the test holds
