@@ -33,6 +33,7 @@ from llama_core.lab.store import ACTIVE
 from charts.bands import band_figure, seed_bands, seed_curves
 from charts.verdicts import summary_display, summary_frame
 from ui import state
+from ui.checkpoints import checkpoint_file, load_run
 from ui.errors import show_error
 from ui.figures import show_chart, show_table
 from ui.plain_text import md_literal
@@ -216,25 +217,14 @@ def train_live(key: str) -> None:
     st.query_params["pitgroup"] = group
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def trained_model(path: str, mtime: float):
-    from llama_core.checkpoint import load_checkpoint
-    model, _, _ = load_checkpoint(path)
-    return model
-
-
 def probe_trained(runs: list, key: str) -> None:
     """The probe on each finished live run that kept a checkpoint."""
-    store = state.store()
     probe = PITFALLS[key].probes[0]
     for r in runs:
-        if r.status not in ("finished", "stopped"):
-            continue
-        path = store.checkpoint_path(r.id)
-        if path is None or not path.is_file():
+        if r.status not in ("finished", "stopped") or checkpoint_file(r) is None:
             continue
         try:
-            model = trained_model(str(path), path.stat().st_mtime)
+            model, _, _ = load_run(r)  # the server's one checkpoint cache
         except UserError as e:  # a damaged checkpoint: one sentence, not a traceback
             show_error(str(e))
             continue
