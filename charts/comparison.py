@@ -13,27 +13,16 @@ import pandas as pd
 
 from charts.labels import short_label
 from charts.numbers import finite
-from llama_core.config import ModelConfig, TrainConfig
+from llama_core.config import ModelConfig, TrainConfig, is_llama
 
 MODEL_ORDER = [f.name for f in fields(ModelConfig)]
 TRAIN_ORDER = [f.name for f in fields(TrainConfig)]
-# The parts that make a model Llama (ModelConfig's defaults): RMSNorm, RoPE, SwiGLU,
-# causal attention, no bug switched on.
-LLAMA_PARTS = {k: getattr(ModelConfig(), k)
-               for k in ("norm", "pos", "ffn", "causal", "attention", "bug")}
-
-
-def is_llama(run) -> bool:
-    """True when the run's model has every Llama part (whatever its size)."""
-    cfg = run.model_config or {}
-    return all(cfg.get(k, v) == v for k, v in LLAMA_PARTS.items())
-
-
 def default_baseline(runs: Sequence) -> str | None:
     """The run a comparison is read against unless the user pins another: the first
     all-Llama run (the modifications are measured from it), else the first run."""
     runs = list(runs)
-    return next((r.id for r in runs if is_llama(r)), runs[0].id if runs else None)
+    return next((r.id for r in runs if is_llama(r.model_config or {})),
+                runs[0].id if runs else None)
 
 
 def runs_overview(runs: Sequence) -> pd.DataFrame:

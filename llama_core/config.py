@@ -315,6 +315,15 @@ def divisors(n: int) -> list[int]:
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+# What makes a model Llama, whatever its size (ModelConfig's defaults): RMSNorm, RoPE,
+# SwiGLU, causal attention, no bug. Comparisons are read against such a run.
+LLAMA_PARTS = {k: getattr(ModelConfig(), k)
+               for k in ("norm", "pos", "ffn", "causal", "attention", "bug")}
+
+
+def is_llama(model: dict) -> bool:
+    """True when a stored model config has every Llama part."""
+    return all(model.get(k, v) == v for k, v in LLAMA_PARTS.items())
 
 
 def to_dict(cfg) -> dict:

@@ -179,19 +179,41 @@ def test_class_findings_pool_seeds_across_students(runs_dir):
     store = RunStore(runs_dir / "runs.db")
     losses = {("baseline", 0): 2.0, ("baseline", 1): 2.2, ("no-rope", 0): 2.5,
               ("no-rope", 1): 2.6}
+    changes = {"baseline": {}, "no-rope": {"pos": "none"}}
     for owner in ("s-a", "s-b"):
         for (name, seed), loss in losses.items():
-            rid = store.create_run(*cfg(seed=seed), name=name, owner=owner)
+            rid = store.create_run(*cfg(seed=seed, **changes[name]), name=name, owner=owner)
             store.finish_run(rid, "finished", {"final_val_loss": loss + (owner == "s-b") * 0.1})
     store.create_run(*cfg(), name="baseline", owner="s-c")  # still queued: not counted
     rows = {r["variant"]: r for r in class_findings(store.list_runs())}
-    assert rows["baseline"]["runs"] == 4 and rows["no-rope"]["runs"] == 4
+    assert set(rows) == {"baseline", "pos=none"}  # named by the setting that differs
+    assert rows["baseline"]["runs"] == 4 and rows["pos=none"]["runs"] == 4
+    assert rows["baseline"]["seeds"] == 2 and rows["pos=none"]["names"] == "no-rope"
+    assert rows["baseline"]["settings"] == "pos=rope"
     assert rows["baseline"]["mean"] == pytest.approx(2.15)
     assert sorted(r.final_val_loss for r in rows["baseline"]["members"]) == pytest.approx(
         [2.0, 2.1, 2.2, 2.3])  # the runs behind the row, one dot each on the page
-    assert rows["no-rope"]["diff_vs_baseline"] > 0
-    by_config = class_findings(store.list_runs(), by="config")
-    assert len(by_config) == 1 and by_config[0]["runs"] == 8  # same config, names differ
+    assert rows["pos=none"]["diff_vs_baseline"] > 0
+
+
+def test_class_findings_pool_by_settings_not_by_name(runs_dir):
+    """Two runs both named "baseline" with different settings are two variants; runs
+    with the same settings pool whatever their names."""
+    store = RunStore(runs_dir / "runs.db")
+    made = [("baseline", {}, 0, 2.0), ("mine", {}, 1, 2.2),
+            ("baseline", {"norm": "layernorm", "pos": "learned"}, 0, 2.6)]
+    for name, changes, seed, loss in made:
+        rid = store.create_run(*cfg(seed=seed, **changes), name=name)
+        store.finish_run(rid, "finished", {"final_val_loss": loss})
+    rows = {r["settings"]: r for r in class_findings(store.list_runs())}
+    assert set(rows) == {"norm=rmsnorm, pos=rope", "norm=layernorm, pos=learned"}
+    llama = rows["norm=rmsnorm, pos=rope"]
+    assert llama["variant"] == "baseline" and llama["runs"] == 2 and llama["seeds"] == 2
+    assert llama["names"] == "baseline, mine" or llama["names"] == "mine, baseline"
+    assert llama["mean"] == pytest.approx(2.1)
+    other = rows["norm=layernorm, pos=learned"]
+    assert other["runs"] == 1 and other["names"] == "baseline"
+    assert other["diff_vs_baseline"] == pytest.approx(0.6)  # paired on seed 0
 
 
 # --- The Teacher page under AppTest, with real finished runs -------------------------
@@ -259,13 +281,21 @@ def dashboard_in_room(room_runs, monkeypatch, tmp_path, settings: str | None = N
 
 
 def test_teacher_page_lists_the_room_and_pools_the_class(room_runs, monkeypatch):
+    from helpers_apptest import read_table
+    from helpers_markdown import as_read
+
     monkeypatch.setenv("LLAMA_LAB_RUNS", str(room_runs.path))
     at = open_teacher(room_runs)
     frames = [d.value for d in at.dataframe]
     room = next(f for f in frames if "owner" in f.columns)
     assert len(room) == 8 and set(room["owner"]) == {"s-ann", "s-bob"}
-    found = next(f for f in frames if "variant" in f.columns).set_index("variant")
+    found = read_table(at)  # indexed by the settings that differ
+    found.insert(0, "variant", found.index)
+    found.index = [as_read(n) for n in found["named"]]
     assert found.loc["baseline", "runs"] == 4 and found.loc["no-rope", "runs"] == 4
+    assert found.loc["baseline", "seeds"] == 2 and found.loc["no-rope", "seeds"] == 2
+    assert found.loc["no-rope", "variant"] == "pos=none"
+    assert found.loc["baseline", "verdict"] == "baseline"
     assert "t_class" in [c.key for c in at.get("plotly_chart")] or at.get("plotly_chart")
 
 

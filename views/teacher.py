@@ -5,7 +5,9 @@ comparison exported as one self-contained HTML report.
 - All runs: owner (the name a student gave, and the id of their browser), status,
   config in brief, loss; refreshed while any run is going.
 - "What did the class find?": every finished run pooled into one distribution per
-  variant (by run name, or by identical config), with each run as a dot.
+  variant (runs with identical settings, seed aside, whatever their names), named by
+  the settings that differ, with how many runs and seeds each mean pools and each run
+  as a dot.
 - Predict which curve wins: pick runs (kept in the URL, ?runs=...), everyone picks a
   prediction, then reveal the curves and the winner.
 - Share and export: a link that reopens the comparison, and an HTML download.
@@ -17,12 +19,14 @@ import os
 
 import streamlit as st
 
-from charts.room import brief, findings_figure, findings_frame, room_frame
+from charts.room import (FINDINGS_VARIANT, ROOM_WIDTHS, brief, findings_figure,
+                         findings_frame, room_frame)
 from llama_core.errors import UserError
 from llama_core.lab import classroom
 from llama_core.lab.report import comparison_html, loss_figure
 from ui import state
 from ui.errors import user_errors
+from ui.figures import fitted_columns, show_table
 from ui.plain_text import md_literal
 
 st.title("Teacher")
@@ -69,8 +73,9 @@ def room() -> None:
     b.metric("Students", len(owners - {None}))
     c.metric("Running or queued", going)
     if runs:
-        st.dataframe(room_frame(runs, store.student_names()), hide_index=True,
-                     width="stretch")
+        table = room_frame(runs, store.student_names())
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config=fitted_columns(table.columns, ROOM_WIDTHS))
     else:
         st.info("No runs yet: students start them on the Build & train page.")
 
@@ -81,20 +86,24 @@ room()
 # --- What did the class find? ---------------------------------------------------------
 
 st.subheader("What did the class find?")
-by = st.segmented_control("Pool runs by", ["name", "config"], default="name", key="t_by",
-                          help="name: runs with the same name are one variant. config: "
-                               "runs with identical settings (seed aside) are one variant.")
+st.caption("Runs with the same settings (seed aside) are one variant, whatever their "
+           "names: two runs both named “baseline” with different settings are two "
+           "variants. The baseline is the all-Llama variant.")
 finished = [r for r in store.list_runs(status=("finished", "stopped"))
             if r.final_val_loss is not None]
 if not finished:
     st.info("Once runs finish, their final losses are pooled here, one distribution per "
             "variant.")
 else:
-    rows = classroom.class_findings(finished, by=by or "name")
-    st.dataframe(findings_frame(rows), hide_index=True, width="stretch")
-    st.caption("vs baseline: the mean of (variant − baseline) over the seeds both have, "
-               "paired seed by seed; negative is better. — : no error bar from a single "
-               "seed, or the baseline itself.")
+    rows = classroom.class_findings(finished)
+    table = findings_frame(rows).set_index(FINDINGS_VARIANT)
+    table["named"] = table["named"].map(md_literal)  # st.table reads Markdown
+    show_table(table)  # wraps its cells: long settings never push it sideways
+    st.caption("Each mean pools the runs in its row (runs), trained with that many "
+               "different seeds (seeds); two classmates' runs with the same seed both "
+               "count. vs baseline: the mean of (variant − baseline) over the seeds both "
+               "have, paired seed by seed; negative is better. — : no error bar from a "
+               "single seed, or the baseline itself.")
     st.plotly_chart(findings_figure(rows, store.student_names()), key="t_class",
                     width="stretch")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
+from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig, is_llama
 from ..presets import PRESETS, build_configs
 from ..errors import ConfigError, UserError
 
@@ -344,46 +344,82 @@ def running_cap() -> int | None:
 
 # --- The queue, and what the class found ------------------------------------------------
 
-def variant_key(run, by: str = "name") -> str:
-    """How a run is pooled with its classmates' runs: by its name, or by its config
-    without the seed (so two students who built the same model pool their seeds)."""
-    if by == "name":
-        return run.name
+# Settings that do not make a different model: a run's seed is what pooling averages
+# over, and threads or device change only the speed.
+NOT_A_VARIANT = ("seed", "threads", "device")
+
+
+def variant_settings(run) -> dict[str, Any]:
+    """The settings that make a run's variant: its model and training configs, seed,
+    threads and device aside (fields named as in ModelConfig and TrainConfig)."""
+    train = {k: v for k, v in (run.train_config or {}).items() if k not in NOT_A_VARIANT}
+    return {**train, **(run.model_config or {})}
+
+
+def variant_key(run) -> str:
+    """How a run is pooled with its classmates' runs: by what it built and how it was
+    trained, never by its name (two runs named "baseline" with different settings are
+    two variants; two students who built the same model pool their seeds)."""
     import json
-    model = dict(run.model_config)
-    train = {k: v for k, v in run.train_config.items()
-             if k not in ("seed", "threads", "device")}
-    return json.dumps({"model": model, "train": train}, sort_keys=True)
+    return json.dumps(variant_settings(run), sort_keys=True, default=str)
 
 
-def class_findings(runs, by: str = "name") -> list[dict]:
-    """The class's seeds pooled into one distribution per variant: sweeps.summarize
-    over every finished run, grouped ``by`` name or by config. Seeds pair variants with
-    the baseline as in an ablation; two classmates' runs with the same seed in one
-    variant both count (the second gets a pooled seed of its own). Each row also lists
-    its ``members``: the runs pooled into it, for drawing every run as a dot."""
-    from .sweeps import summarize
-    pooled = []
-    labels: dict[str, str] = {}
-    seen: dict[str, set] = {}
+def _differing(settings: list[dict]) -> list[str]:
+    """The fields whose values are not the same in every variant, in field order."""
+    order = list(dict.fromkeys(k for s in settings for k in s))
+    return [k for k in order if len({repr(s.get(k)) for s in settings}) > 1]
+
+
+def _describe(settings: dict, differing: list[str]) -> str:
+    """A variant in words: only the settings that differ between the class's variants."""
+    def show(v):
+        return ("true" if v else "false") if isinstance(v, bool) else (
+            f"{v:g}" if isinstance(v, float) else str(v))
+    return ", ".join(f"{k}={show(settings.get(k))}" for k in differing) or "one configuration"
+
+
+def class_findings(runs) -> list[dict]:
+    """The class's seeds pooled into one distribution per variant (runs with the same
+    settings, see ``variant_key``): sweeps.summarize over every finished run. The
+    baseline is the all-Llama variant with the most runs (none if nobody trained one);
+    seeds pair variants with it as in an ablation, and two classmates' runs with the
+    same seed in one variant both count (the second gets a pooled seed of its own).
+
+    Each row's ``variant`` names only the settings that differ between the variants;
+    ``runs`` is how many runs its mean pools and ``seeds`` how many different seeds they
+    used; ``names`` are the names students gave them; ``members`` the runs themselves,
+    for drawing every run as a dot."""
+    from .sweeps import BASELINE, summarize
+    done = [r for r in runs
+            if r.status in ("finished", "stopped") and r.final_val_loss is not None]
     members: dict[str, list] = {}
-    for i, run in enumerate(runs):
-        if run.status not in ("finished", "stopped") or run.final_val_loss is None:
-            continue
-        key = variant_key(run, by)
-        label = labels.setdefault(key, run.name if by == "name" else
-                                  f"{run.name} #{len(labels) + 1}")
-        seed = run.seed if run.seed is not None else 1_000_000 + i
-        if seed in seen.setdefault(label, set()):
-            seed = 1_000_000 + i  # a classmate used this seed too: count both runs
-        seen[label].add(seed)
-        members.setdefault(label, []).append(run)
+    for run in done:
+        members.setdefault(variant_key(run), []).append(run)
+    settings = {key: variant_settings(group[0]) for key, group in members.items()}
+    differing = _differing(list(settings.values()))
+    llama = [key for key in members if is_llama(members[key][0].model_config or {})]
+    baseline = max(llama, key=lambda key: len(members[key]), default=None)
+    labels: dict[str, str] = {}
+    for n, key in enumerate(members):
+        label = BASELINE if key == baseline else _describe(settings[key], differing)
+        labels[key] = label if label not in labels.values() else f"{label} #{n + 1}"
+    pooled = []
+    for i, run in enumerate(done):
+        label = labels[variant_key(run)]
+        taken = {p["seed"] for p in pooled if p["name"] == label}
+        seed = run.seed if run.seed is not None and run.seed not in taken else 1_000_000 + i
         pooled.append({"name": label, "seed": seed, "status": run.status,
                        "final_val_loss": run.final_val_loss, "params": run.params})
+    by_label = {labels[key]: key for key in members}
     rows = summarize(pooled)
     for row in rows:
+        key = by_label[row["variant"]]
+        group = members[key]
         row["runs"] = row.pop("seeds")
-        row["members"] = members.get(row["variant"], [])
+        row["seeds"] = len({r.seed for r in group})
+        row["settings"] = _describe(settings[key], differing)
+        row["names"] = ", ".join(dict.fromkeys(str(r.name) for r in group))
+        row["members"] = group
     return rows
 
 
