@@ -320,3 +320,64 @@ def test_with_no_run_in_the_url_a_student_finds_their_own(store_dir, store):
 def test_estimates_fit_a_metric_tile(seconds, shown):
     from charts.numbers import rough_duration
     assert rough_duration(seconds) == shown
+
+
+# --- The later Llama parts (issue 14) -----------------------------------------------
+
+def test_kv_heads_tie_and_scaling_update_the_accounting_and_the_launched_config(
+        store_dir, store):
+    at = open_train()
+    kv = at.selectbox(key="tr_kv_heads")
+    assert kv.options == ["4: multi-head (one per query head)",
+                          "2: grouped (2 query heads share each)",
+                          "1: multi-query (all query heads share one)"]
+    mha, _ = build_configs("tiny", vocab_size=VOCAB)
+    before = param_rows(at)
+    flops_before = at.metric[1].value
+    kv.set_value(1).run()
+    mqa, _ = build_configs("tiny", vocab_size=VOCAB, n_kv_heads=1)
+    rows = param_rows(at)
+    # wk and wv shrink from d x d to d x head_dim in each of the 2 layers: 64x64 -> 64x16
+    assert rows["attention q,k,v,o"] == lc_inspect.param_formula(mqa)["attention"] \
+        == before["attention q,k,v,o"] - 2 * 2 * (64 * 64 - 64 * 16)
+    assert at.metric[1].value != flops_before  # FLOPs per token follow
+    at.toggle(key="tr_tie").set_value(True).run()
+    assert param_rows(at)["output head"] == 0
+    assert param_rows(at)["total"] == rows["total"] - VOCAB * 64
+    at.selectbox(key="tr_scaling").set_value("llama3").run()
+    at.number_input(key="tr_scaling_factor").set_value(4.0).run()
+    # a KV choice that no longer divides the heads falls back to multi-head
+    at.selectbox(key="tr_kv_heads").set_value(4).run()
+    at.number_input(key="tr_heads").set_value(2).run()
+    assert at.selectbox(key="tr_kv_heads").value == 2
+    assert not at.error and not at.exception
+    at.selectbox(key="tr_kv_heads").set_value(1).run()
+    at.button(key="tr_launch").click().run()
+    assert not at.exception
+    run_id = at.query_params["run"][0] if isinstance(at.query_params["run"], list) \
+        else at.query_params["run"]
+    try:
+        cfg = store.get_run(run_id).model_config
+    finally:
+        job_manager(store_dir).stop(run_id)
+        job_manager(store_dir).wait(run_id, timeout=90)
+    assert cfg["n_heads"] == 2 and cfg["n_kv_heads"] == 1
+    assert cfg["tie_embeddings"] is True
+    assert cfg["rope_scaling"] == {"rope_type": "llama3", "factor": 4.0,
+                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                   "original_max_position_embeddings": 32}
+
+
+def test_multi_head_stays_the_default_config_and_the_llama3_preset_fills_gqa(store_dir):
+    at = open_train()
+    at.selectbox(key="tr_preset").set_value("llama-3").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="tr_kv_heads").value == 2
+    at.selectbox(key="tr_preset").set_value("llama-3.2").run()
+    assert at.toggle(key="tr_tie").value is True
+    assert param_rows(at)["output head"] == 0
+    at.selectbox(key="tr_preset").set_value("tiny").run()
+    # multi-head is n_kv_heads=None, so the tiny preset's records stay bit for bit
+    assert at.selectbox(key="tr_kv_heads").value == 4
+    assert at.selectbox(key="tr_scaling").value == "none"
+    assert at.toggle(key="tr_tie").value is False

@@ -25,6 +25,8 @@ from llama_core.presets import PRESETS, build_configs
 from ui import state
 from ui.errors import show_error, user_errors
 from ui.estimates import cuda_available, run_estimate
+from ui.llama_parts import SCALING_KINDS, kv_choices, kv_field, kv_label, scaling_controls, \
+    scaling_dict
 from ui.model_facts import corpus_vocab, module_shapes
 from ui.launch_guard import launch_guard
 from ui.plain_text import md_literal
@@ -47,6 +49,7 @@ FIELDS = {
     "tr_dropout": "dropout", "tr_bug": "bug", "tr_lr": "lr", "tr_min_lr": "min_lr",
     "tr_batch": "batch_size", "tr_warmup": "warmup_steps",
     "tr_eval_interval": "eval_interval", "tr_seed": "seed",
+    "tr_kv_heads": "n_kv_heads", "tr_tie": "tie_embeddings",
 }
 MODEL_DEFAULTS = dataclasses.asdict(ModelConfig())
 TRAIN_DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -99,6 +102,8 @@ def fill_controls(settings: dict) -> None:
     values = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS, **settings}
     for key, field in FIELDS.items():
         st.session_state[key] = values[field]
+    st.session_state["tr_scaling"], st.session_state["tr_scaling_factor"] = \
+        scaling_controls(values.get("rope_scaling"))
     if values.get("time_budget"):
         st.session_state["tr_budget"] = "time"
         st.session_state["tr_seconds"] = float(values["time_budget"])
@@ -117,7 +122,8 @@ def ensure_controls() -> None:
         st.session_state["tr_preset"] = (DEFAULT_PRESET if DEFAULT_PRESET in offered
                                          else offered[0])
     if any(k not in st.session_state for k in (*FIELDS, "tr_budget", "tr_steps",
-                                               "tr_seconds", "tr_device")):
+                                               "tr_seconds", "tr_device", "tr_scaling",
+                                               "tr_scaling_factor")):
         fill_from_preset()
     available = corpora()
     if st.session_state.get("tr_corpus") not in available:
@@ -127,6 +133,37 @@ def ensure_controls() -> None:
 
 
 KEEP = "session"  # controls keep their values when hidden or when the student leaves
+
+
+def later_llama_controls() -> None:
+    """Grouped-query attention, a tied head and RoPE scaling: what Llama 2, 3 and 3.2
+    added. KV heads offer only the divisors of the heads (a group must be whole)."""
+    ss = st.session_state
+    st.markdown("**What later Llamas added**")
+    heads = int(ss["tr_heads"])
+    choices = kv_choices(heads)
+    if ss.get("tr_kv_heads") not in choices:  # None (multi-head) or no longer a divisor
+        ss["tr_kv_heads"] = choices[0]
+    a, b = st.columns(2)
+    a.selectbox("Key/value heads", choices, key="tr_kv_heads", persist_state=KEEP,
+                format_func=lambda k: kv_label(heads, k),
+                disabled=not ss["tr_attention"],
+                help="Grouped-query attention (Llama 2 70B, Llama 3): several query heads "
+                     "share one key/value head, so wk, wv and the KV cache shrink by "
+                     "heads ÷ KV heads. 1 is multi-query attention.")
+    b.toggle("Tie the output head to the embedding", key="tr_tie", persist_state=KEEP,
+             help="As Llama 3.2's 1B and 3B: the head reuses the token embedding's "
+                  "vocab × d matrix, so those parameters are counted once.")
+    a, b = st.columns(2)
+    a.selectbox("RoPE scaling", list(SCALING_KINDS), key="tr_scaling", persist_state=KEEP,
+                format_func=SCALING_KINDS.get, disabled=ss["tr_pos"] != "rope",
+                help="Slows the rotary frequencies to read longer contexts: linear divides "
+                     "every frequency by the factor; llama3 (Llama 3.1) keeps the fast "
+                     "pairs, divides the slow ones and blends between, with the context "
+                     "above as its original context. The Rotary page draws both.")
+    b.number_input("Scaling factor", min_value=1.0, max_value=64.0, step=1.0, format="%g",
+                   key="tr_scaling_factor", persist_state=KEEP,
+                   disabled=ss["tr_pos"] != "rope" or ss["tr_scaling"] == "none")
 
 
 def controls() -> dict:
@@ -166,6 +203,7 @@ def controls() -> dict:
                    help="Base of the rotary frequencies theta^(-2i/head_dim).")
     b.number_input("Dropout", min_value=0.0, max_value=0.9, step=0.05, format="%.2f",
                    key="tr_dropout", persist_state=KEEP)
+    later_llama_controls()
 
     st.markdown("**Training**")
     a, b = st.columns(2)
@@ -219,6 +257,9 @@ def controls() -> dict:
                       persist_state=KEEP, placeholder="e.g. layernorm instead of rmsnorm")
 
     overrides = {field: ss[key] for key, field in FIELDS.items()}
+    overrides["n_kv_heads"] = kv_field(ss["tr_heads"], ss["tr_kv_heads"])
+    overrides["rope_scaling"] = scaling_dict(ss["tr_scaling"], ss["tr_scaling_factor"],
+                                             ss["tr_context"]) if ss["tr_pos"] == "rope" else None
     overrides["device"] = ss["tr_device"]
     overrides["corpus"] = ss["tr_corpus"]
     if ss["tr_budget"] == "steps":
