@@ -377,8 +377,12 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
     rows: dict[str, dict] = {}
     handles = []
 
+    counted: set[int] = set()  # a tied head's weight is the embedding's: count it once
+
     def own_params(module):
-        return sum(p.numel() for p in module.parameters(recurse=False))
+        fresh = [p for p in module.parameters(recurse=False) if id(p) not in counted]
+        counted.update(id(p) for p in fresh)
+        return sum(p.numel() for p in fresh)
 
     def pre(name):
         def fn(module, args):
@@ -418,6 +422,9 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
         while at + 1 < len(ordered) and ordered[at + 1]["note"]:  # keep wq, wk, wv in order
             at += 1
         ordered.insert(at + 1, row)
+    if model.output.weight is model.tok_embeddings.weight:
+        head = next(r for r in ordered if r["name"] == "output")
+        head["note"] = "tied: its weight is tok_embeddings.weight, counted there"
     if model.pos_embeddings is not None:
         at = next(i for i, r in enumerate(ordered) if r["name"] == "tok_embeddings")
         ordered[0]["params"] -= model.pos_embeddings.numel()  # counted on its own row

@@ -151,13 +151,12 @@ def test_cached_equals_uncached_for_every_combination(norm, pos, ffn, kind):
         whole = model(idx)
         torch.testing.assert_close(decoded_logits(model, idx, 4), whole[:, 3:],
                                    atol=2e-5, rtol=1e-5)
-    prompt = idx[:, :4]
-    for n in (6, 20):  # inside the window, and past it (the window slides)
-        greedy = model.generate(prompt, n, temperature=0, use_cache=True)
-        assert torch.equal(greedy, model.generate(prompt, n, temperature=0, use_cache=False))
-        sampled = [model.generate(prompt, n, 1.0, None, torch.Generator().manual_seed(7),
-                                  use_cache=c) for c in (True, False)]
-        assert torch.equal(*sampled)
+    prompt = idx[:, :4]  # 20 new tokens: 8 inside the window, then it slides
+    greedy = [model.generate(prompt, 20, temperature=0, use_cache=c) for c in (True, False)]
+    assert torch.equal(*greedy)
+    sampled = [model.generate(prompt, 20, 1.0, None, torch.Generator().manual_seed(7),
+                              use_cache=c) for c in (True, False)]
+    assert torch.equal(*sampled)
 
 
 def test_attention_free_models_use_the_cache_too():
@@ -387,3 +386,11 @@ def test_bad_rope_scaling_is_refused_in_one_sentence(scaling, says):
 def test_tie_embeddings_must_be_true_or_false():
     with pytest.raises(ConfigError, match="tie_embeddings must be true or false"):
         Llama(tiny(tie_embeddings="yes"))
+
+
+def test_module_shapes_count_a_tied_head_once_and_say_so():
+    model = Llama(tiny(tie_embeddings=True, n_kv_heads=1))
+    table = I.module_shapes(model, ids(model.cfg, 1, 6)).set_index("name")
+    assert table["params"].sum() == model.num_params()
+    assert table.loc["output", "params"] == 0 and "tied" in table.loc["output", "note"]
+    assert "(4, 16)" in table.loc["layers.0.attention.wk", "note"]  # one KV head of 4
