@@ -3,9 +3,9 @@ moving average as a bold line, and the validation loss at each evaluation.
 
 Why both training curves: one batch is a small random sample, so a single step's loss
 scatters; the average shows the trend, the points show that the scatter is real. The
-average is trailing (it only knows steps already taken), so while the loss falls fast
-it sits a little above the newest points. Validation loss is measured on fixed held-out
-batches with dropout off, so it has no such scatter.
+average is centred (each step with the steps either side of it), so it does not lag a
+falling loss; at the newest steps it has only the past to average. Validation loss is
+measured on fixed held-out batches with dropout off, so it has no such scatter.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from charts.loss import _base_layout, _check_axes, downsample
 from charts.palette import (FONT_SIZE, HOVER_FORMAT, LOSS_UNIT, METRICS, TRAIN_COLOUR,
                             VAL_COLOUR, placeholder)
 
-SMOOTH_STEPS = 20  # the moving average's window, in steps
+SMOOTH_STEPS = 21  # the moving average's window, in steps, centred on each step
 RAW_NAME = "training loss, each step"
 SMOOTH_NAME = METRICS["train_loss"]  # the bold line is what "training loss" means here
 LIVE_HEIGHT = 380  # fits beside the run's status on a 1280 x 720 projector
 
 
 def step_frame(rows: Sequence[tuple]) -> pd.DataFrame:
-    """The store's ``(step, seconds, loss)`` rows as a frame, with the trailing moving
-    average of the last ``SMOOTH_STEPS`` finite losses in ``smooth``."""
+    """The store's ``(step, seconds, loss)`` rows as a frame, with the moving average
+    of the ``SMOOTH_STEPS`` finite losses centred on each step in ``smooth``."""
     df = pd.DataFrame(list(rows), columns=["step", "seconds", "loss"]).astype("float64")
-    df["smooth"] = df["loss"].rolling(SMOOTH_STEPS, min_periods=1).mean()
+    df["smooth"] = df["loss"].rolling(SMOOTH_STEPS, min_periods=1, center=True).mean()
     return df
 
 
@@ -58,7 +58,7 @@ def live_loss_figure(steps: pd.DataFrame, evals: pd.DataFrame, x: str = "step",
         fig.add_trace(go.Scatter(
             x=smooth[x], y=smooth["smooth"], name=SMOOTH_NAME, mode="lines",
             line=dict(color=TRAIN_COLOUR, width=4),
-            hovertemplate=f"moving average of {SMOOTH_STEPS} steps: %{{y:.3f}} "
+            hovertemplate=f"average of {SMOOTH_STEPS} steps around it: %{{y:.3f}} "
                           "nats/char<extra></extra>"))
     else:
         train = evals[evals["train_loss"].notna() & evals[x].notna()]

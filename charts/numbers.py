@@ -33,9 +33,12 @@ def duration(seconds: float | None) -> str:
 
 
 def rough_duration(seconds: float | None) -> str:
-    """An estimate, short enough for a metric tile: '45 s', '12 min', '2.7 h'."""
+    """An estimate, short enough for a metric tile: '45 s', '12 min', '2.7 h', and
+    'more than a day' beyond one (a precise number there would be false precision)."""
     if seconds is None or not math.isfinite(seconds):
-        return "—"
+        return "more than a day" if seconds == math.inf else "—"
+    if seconds > 24 * 3600:
+        return "more than a day"
     if seconds < 99.5:
         return f"{seconds:.0f} s"
     if seconds < 99.5 * 60:

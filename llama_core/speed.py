@@ -85,3 +85,88 @@ def estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str = "cpu"
     if train_cfg.time_budget is not None:
         seconds = min(seconds, train_cfg.time_budget)
     return {"tokens_per_s": tokens_per_s, "seconds": seconds, "basis": basis}
+
+
+# --- A timed probe: this machine's speed for this shape ----------------------------
+
+START_S = 0.5  # handing the run to a warm worker, reading the corpus, building the model
+PROBE_STEP_LIMIT_S = 1.0  # shapes predicted slower per step than this are not probed
+PROBE_S = 0.4  # time the probe spends on steps after its warm-up step
+
+
+@functools.lru_cache(maxsize=64)
+def probe(model_cfg: ModelConfig, batch_size: int, device: str = "cpu",
+          threads: int | None = None) -> dict | None:
+    """Time a few real training steps of this shape on this machine (once per shape,
+    device and thread count in a process): seconds per step, per evaluation forward
+    pass (batch_size sequences) and per sampled character (one sequence). None when
+    the shape is too big to probe quickly (a step predicted over PROBE_STEP_LIMIT_S):
+    estimate() from FLOP/s stands in for those."""
+    from .model import Llama
+    per_token = flops_per_token(model_cfg)["training_flops_per_token"]
+    tokens = batch_size * model_cfg.context_window
+    peak, _ = peak_flops(device)
+    if not peak or per_token * tokens / (DEFAULT_FRACTION * peak) > PROBE_STEP_LIMIT_S:
+        return None
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        dev = torch.device("cuda" if device not in ("cpu",) and torch.cuda.is_available()
+                           else "cpu")
+        model = Llama(model_cfg, seed=0).to(dev)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.randint(0, model_cfg.vocab_size, (batch_size, model_cfg.context_window),
+                          device=dev)
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(
+                model(x).float().flatten(0, 1), x.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            loss.item()
+        step_s = _timed(step)
+        with torch.no_grad():
+            model.eval()
+            forward_s = _timed(lambda: model(x).sum().item(), budget=PROBE_S / 4)
+            one = x[:1]
+            char_s = _timed(lambda: model(one).sum().item(), budget=PROBE_S / 4)
+        return {"step_s": step_s, "eval_forward_s": forward_s, "char_s": char_s}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed(fn, budget: float = PROBE_S, most: int = 20) -> float:
+    """Median seconds of ``fn`` after one warm-up call, repeated for about ``budget``."""
+    fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < 3 or (spent < budget and len(times) < most):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+    return statistics.median(times)
+
+
+def timed_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str = "cpu",
+                   threads: int | None = None) -> dict | None:
+    """Seconds a run will take from Launch to its end, from probe(): start-up, every
+    step, and every evaluation (its validation batches, the sample's characters, the
+    layer health); None when the shape is not probed."""
+    measured = probe(model_cfg, train_cfg.batch_size, device, threads)
+    if measured is None:
+        return None
+    evals = train_cfg.steps // train_cfg.eval_interval + 1
+    per_eval = (train_cfg.eval_batches * measured["eval_forward_s"]
+                + train_cfg.sample_chars * measured["char_s"] + measured["eval_forward_s"])
+    training = train_cfg.steps * measured["step_s"]
+    if train_cfg.time_budget is not None:  # the budget's clock includes evaluations
+        seconds = min(training + evals * per_eval, train_cfg.time_budget + per_eval)
+    else:
+        seconds = training + evals * per_eval
+    tokens_per_s = train_cfg.batch_size * model_cfg.context_window / measured["step_s"]
+    return {"seconds": START_S + seconds, "tokens_per_s": tokens_per_s,
+            "basis": "timed steps of this shape on this machine"}

@@ -36,8 +36,8 @@ STOP_WAIT_S = 3.0  # how long Stop waits for the run to end before redrawing any
 CHART_KEY = "tr_loss_chart"
 
 GAP_NOTE = (f"Training loss: each light point is one step's batch, the bold line their "
-            f"moving average over the last {SMOOTH_STEPS} steps (it trails a falling loss a "
-            "little). Validation loss: fixed held-out text at each evaluation, dropout off. "
+            f"average over the {SMOOTH_STEPS} steps around each one. Validation loss: fixed "
+            "held-out text at each evaluation, dropout off. "
             "Early on the two sit close together; when training falls clearly below "
             "validation, the model is starting to memorise its training text.")
 
@@ -146,7 +146,8 @@ def run_panel(run_id: str, was_active: bool) -> None:
         vocab = run.model_config.get("vocab_size")
         st.plotly_chart(live_loss_figure(step_frame(rows), evals, x=x or "step",
                                          vocab_size=vocab),
-                        key=CHART_KEY, width="stretch")
+                        key=CHART_KEY, width="stretch",
+                        config={"displayModeBar": False})  # redrawn twice a second
         st.caption(GAP_NOTE)
     if not run.active:
         final_numbers(run)
@@ -223,3 +224,12 @@ def final_numbers(run) -> None:
     for start in range(0, len(rows), 4):
         for col, (label, value, help_) in zip(st.columns(4), rows[start:start + 4]):
             col.metric(label, value, help=f"in {help_}" if help_ else None)
+
+
+def jump_to_run() -> None:
+    """Scroll the page to "Your run" (once, after Launch): the button sits at the foot
+    of the builder, and the browser would otherwise keep that scroll position, leaving
+    the new run's chart above the screen. The script is ours, with no user text."""
+    st.html("<script>for (const ms of [50, 300, 800]) setTimeout(() => document"
+            ".getElementById('your-run')?.scrollIntoView({block: 'start'}), ms);</script>",
+            unsafe_allow_javascript=True)

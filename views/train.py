@@ -15,7 +15,7 @@ import streamlit as st
 
 from charts.components import parameter_table
 from charts.labels import run_label
-from charts.numbers import duration, rough_duration, si
+from charts.numbers import rough_duration, si
 from llama_core.config import BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig
 from llama_core.corpora import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
@@ -30,7 +30,7 @@ from ui.llama_parts import SCALING_KINDS, kv_choices, kv_field, kv_label, scalin
 from ui.model_facts import corpus_vocab, module_shapes
 from ui.launch_guard import launch_guard
 from ui.plain_text import md_literal
-from ui.run_panel import POLL_S, run_panel
+from ui.run_panel import POLL_S, jump_to_run, run_panel
 from ui.settings_in_url import apply_start_parts, restore_run_settings
 
 DEFAULT_PRESET = "tiny"
@@ -281,11 +281,11 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
              help=f"Training FLOPs per token. Forward {si(fwd)}; the backward pass "
                   "costs about twice the forward, so training ≈ 3 × forward.")
     guess = run_estimate(model, train)
+    queue = (f" It includes {rough_duration(guess['queue_s'])} waiting for a training "
+             "slot behind the runs ahead." if guess["queue_s"] else "")
     c.metric("Estimated time", rough_duration(guess["seconds"]),
-             help=f"About {duration(guess['seconds'])} at {guess['tokens_per_s']:,.0f} "
-                  "tokens/s on this device, predicted "
-                  f"from the FLOP/s that earlier runs reached ({guess['basis']}); "
-                  "evaluations add a little.")
+             help=f"From Launch to the end, evaluations included, at "
+                  f"{guess['tokens_per_s']:,.0f} tokens/s ({guess['basis']}).{queue}")
     shown = table.drop(columns=["part"])
     shown["forward FLOPs per token"] = [
         "—" if f is None or f != f else si(f) for f in table["forward FLOPs per token"]]
@@ -333,7 +333,7 @@ def launch(model: ModelConfig, train: TrainConfig) -> None:
         run_id = state.job_manager().submit(model, train, name=name,
                                             owner=state.owner_id())
         st.session_state["tr_run"] = run_id
-        st.session_state["tr_confirm_long"] = False
+        st.session_state["tr_jump"] = True
         st.query_params["run"] = run_id
         st.rerun()
 
@@ -343,6 +343,8 @@ def launch(model: ModelConfig, train: TrainConfig) -> None:
 def your_run(run_id: str) -> None:
     """The run in the URL, live (a fragment redrawn twice a second) while active."""
     st.subheader("Your run", anchor="your-run")
+    if st.session_state.pop("tr_jump", False):
+        jump_to_run()
     try:
         active = state.store().get_run(run_id).active
     except UserError:
