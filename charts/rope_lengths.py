@@ -20,8 +20,8 @@ def scaled_frequencies_figure(freqs: dict[str, np.ndarray], original: int,
                               high_freq_factor: float, low_freq_factor: float) -> go.Figure:
     """Left: radians per position of each pair, unscaled and scaled (log). Right: the
     scaled frequency as a share of the unscaled one. Dotted lines mark the llama3 band
-    edges, given as the wavelengths original / high_freq_factor and
-    original / low_freq_factor, converted to frequencies 2 pi / wavelength."""
+    edges: the wavelengths original / high_freq_factor (pairs faster than it are kept) and
+    original / low_freq_factor (pairs slower are divided), as frequencies 2 pi / wavelength."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("frequency of each pair",
                                         "scaled ÷ unscaled frequency"))
@@ -38,11 +38,11 @@ def scaled_frequencies_figure(freqs: dict[str, np.ndarray], original: int,
                                  line=style, legendgroup=name, showlegend=False,
                                  hovertemplate="pair %{x}: × %{y:.3f}<extra>" + name
                                                + "</extra>"), row=1, col=2)
-    for wavelength, text in ((original / high_freq_factor, "kept above"),
-                             (original / low_freq_factor, "divided below")):
+    # Band edges, drawn as lines (the caption names them): plotly places a line's
+    # annotation on a log axis at the wrong height, so none is attached.
+    for wavelength in (original / high_freq_factor, original / low_freq_factor):
         fig.add_hline(y=2 * np.pi / wavelength, line_dash="dot", line_color="#555",
-                      annotation_text=f"{text}: wavelength {wavelength:,.0f} positions",
-                      annotation_position="top right", row=1, col=1)
+                      row=1, col=1)
     fig.update_xaxes(title_text="pair i (dimensions 2i, 2i+1)")
     fig.update_yaxes(type="log", title_text="radians per position (log)", row=1, col=1)
     fig.update_yaxes(title_text="share of the unscaled frequency", rangemode="tozero",

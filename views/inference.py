@@ -33,6 +33,7 @@ KINDS_PARAM, KINDS_PREFIX, KINDS_ERROR = "kinds", "kv-", "inf_kinds_error"
 # looking for the same shape with another attention kind.
 NOT_COMPARED = {"device", "threads", "compile"}
 SPEED_PROMPT = "\n"
+KINDS_TOKENS = 32  # generated per attention kind for its decode speed: quick, past prefill
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -221,8 +222,8 @@ for kind_name, kv in variants.items():
         losses = [r.final_val_loss for r in trained if r.final_val_loss is not None]
         row["val_loss"] = sum(losses) / len(losses) if losses else float("nan")
         try:
-            s = measure(first, SPEED_PROMPT, most_new_tokens(model, len(SPEED_PROMPT)),
-                        repeats=2)
+            s = measure(first, SPEED_PROMPT, min(KINDS_TOKENS, most_new_tokens(
+                model, len(SPEED_PROMPT))), repeats=2)
             row["decode_tokens_per_s"] = float(s.parts.set_index("cached").loc[
                 True, "decode_tokens_per_s"])
         except UserError:
@@ -237,7 +238,7 @@ st.dataframe(table.rename(columns={"val_loss": "final validation loss (nats/char
 st.caption(f"Runs in the store with this run's shape and training settings and seed "
            f"{run.seed}, differing only in their key/value heads (paired: same batches, "
            "same starting values in every shared weight). Speeds are measured here, with "
-           "the cache, generating to the end of the context window. One seed is not an "
+           f"the cache, generating up to {KINDS_TOKENS} characters. One seed is not an "
            "experiment: train more seeds on the Ablations page before drawing a "
            "conclusion about loss.")
 error = st.session_state.pop(KINDS_ERROR, None)

@@ -114,7 +114,10 @@ show_chart(scaled_frequencies_figure(freqs, int(original), LLAMA3_HIGH, LLAMA3_L
 kept = int((freqs["llama3"] == freqs["unscaled"]).sum())
 divided = int(np.isclose(freqs["llama3"], freqs["unscaled"] / factor).sum())
 st.caption(f"θ = {theta_b:g} (θ B above), d_head = {head_dim}, factor {factor}, original "
-           f"context {int(original):,}. llama3 keeps {kept} of {head_dim // 2} pairs as "
+           f"context {int(original):,}. Dotted lines: pairs above the upper one (wavelength "
+           f"under {int(original) / LLAMA3_HIGH:,.0f} positions) are kept, pairs below the "
+           f"lower one (wavelength over {int(original) / LLAMA3_LOW:,.0f}) are divided. "
+           f"llama3 keeps {kept} of {head_dim // 2} pairs as "
            f"they were, divides {divided} by {factor} and blends the other "
            f"{head_dim // 2 - kept - divided}; linear divides all {head_dim // 2}. The "
            "fast pairs carry word-level detail, so llama3 leaves them alone. Rules as in "
@@ -144,9 +147,9 @@ else:
     chosen = c1.multiselect("Runs (up to 3: say a RoPE, a learned and a no-positions run)",
                             list(by_id), key="rotary_length_runs", max_selections=3,
                             format_func=lambda i: short_label(by_id[i]))
-    length_factor = c2.segmented_control("Read at", [2, 4], default=2, required=True,
-                                         key="rotary_length_factor",
-                                         format_func=lambda f: f"{f}× its context")
+    length_factor = c2.segmented_control("Read at (× its context)", [2, 4], default=2,
+                                         required=True, key="rotary_length_factor",
+                                         format_func=lambda f: f"{f}×")
     frames = each_run([by_id[i] for i in chosen],
                       lambda r: length_frame(r, int(length_factor)))
     if frames:
