@@ -80,11 +80,11 @@ def estimates() -> None:
         print(f"| {name} | {guess:.1f} | {actual:.1f} | {actual / guess:.2f} |")
 
 
-def streaming(repeats: int = 3, steps: int = 300) -> None:
+def streaming(repeats: int = 3, steps: int = 300, threads: int | None = None) -> None:
     corpus = load_corpus("shakespeare")
     folder = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     store = RunStore(folder / "llama_lab.db")
-    threads = max(1, (len(os.sched_getaffinity(0)) or 1))
+    threads = threads or max(1, (len(os.sched_getaffinity(0)) or 1))
     for preset in ("tiny", "classroom"):
         model, train_cfg = build_configs("tiny" if preset == "tiny" else "classroom", {
             "steps": steps, "time_budget": None, "eval_interval": 10**6,
@@ -107,8 +107,11 @@ def streaming(repeats: int = 3, steps: int = 300) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["estimates", "streaming"])
+    parser.add_argument("--steps", type=int, default=300, help="per streaming run")
+    parser.add_argument("--repeats", type=int, default=3, help="streaming runs of each kind")
+    parser.add_argument("--threads", type=int, help="per streaming run (default: every core)")
     args = parser.parse_args()
     if args.only != "streaming":
         estimates()
     if args.only != "estimates":
-        streaming()
+        streaming(args.repeats, args.steps, args.threads)

@@ -26,7 +26,9 @@ def store(tmp_path) -> RunStore:
 
 
 def queue(store: RunStore, **changes) -> str:
-    model, train = build_configs("tiny", changes)
+    """A queued tiny run, on one thread (two threads on a shared, busy 2-core machine
+    wait on each other at every operation)."""
+    model, train = build_configs("tiny", {"threads": 1, **changes})
     return store.create_run(as_trained(model, train), train, pid=os.getpid())
 
 
@@ -73,7 +75,7 @@ def test_stability_verdicts():
 
 
 def test_stop_ends_a_run_within_a_second_or_two_not_by_force(tmp_path):
-    with JobManager(tmp_path / "llama_lab.db", max_concurrent=1) as manager:
+    with JobManager(tmp_path / "llama_lab.db", max_concurrent=2) as manager:  # 1 thread
         manager.wait_ready(120)
         model, train = build_configs("tiny", {"steps": 100_000})
         run_id = manager.submit(model, train)
