@@ -14,6 +14,18 @@ from charts.palette import DIFF_SCALE, FONT_SIZE, PROB_SCALE, TICK_FONT, colour,
 from llama_core.lab.plain_text import plotly_literal
 
 
+# Side-by-side maps must be drawn at the same size: fixed margins that do not grow
+# for a colour scale (it sits inside the right margin whether shown or not), so two
+# figures of the same height in equal columns get equal plot areas.
+MAP_MARGIN = dict(l=70, r=110, t=90, b=70, autoexpand=False)
+COLORBAR = dict(x=1.02, xanchor="left", thickness=16)
+
+
+def _fixed_frame(fig: go.Figure) -> go.Figure:
+    fig.update_layout(margin=MAP_MARGIN)
+    return fig
+
+
 def panel_size(heads: int, runs: int) -> int:
     """Pixels per heatmap panel so a grid fills its column on a 1400-pixel-wide screen
     (about 1000 pixels for the page, less margins and the colour scale)."""
@@ -91,22 +103,28 @@ def attention_grid(maps: Sequence[np.ndarray], chars: str, title: str, *,
                                   yshift=4, font=dict(size=FONT_SIZE)))
     if difference:
         coloraxis = dict(colorscale=DIFF_SCALE, cmin=-zmax, cmid=0, cmax=zmax,
-                         colorbar=dict(title=dict(text="difference<br>(probability)")))
+                         colorbar=dict(COLORBAR, title=dict(text="difference<br>(prob.)")))
     else:
         coloraxis = dict(colorscale=PROB_SCALE, cmin=0, cmax=zmax,
-                         colorbar=dict(title=dict(text="probability")))
+                         colorbar=dict(COLORBAR, title=dict(text="probability")))
     coloraxis["showscale"] = show_scale
     layout.update(coloraxis=coloraxis, plot_bgcolor="#e9ecef", annotations=notes)
     fig = go.Figure(dict(data=data, layout=layout), _validate=False)
-    return titled(fig, f"{title}<br><sup>{MAP_NOTE}</sup>", height)
+    return _fixed_frame(titled(fig, f"{title}<br><sup>{MAP_NOTE}</sup>", height))
+
+
+def map_height(length: int) -> int:
+    """A one-head close-up's height for a ``length``-character prompt: about 13 pixels
+    per character, so a full 64-character context stays readable on a projector."""
+    return int(min(1050, max(560, 13 * length + 220)))
 
 
 def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: bool = True,
                       zmax: float | None = None, max_labels: int = 64,
                       height: int | None = None) -> go.Figure:
     """One head large, every character labelled (up to ``max_labels`` per axis):
-    rows = query, columns = key. By default about 13 pixels per character, so a full
-    64-character context stays readable on a projector."""
+    rows = query, columns = key; ``height`` defaults to :func:`map_height`. Close-ups
+    side by side take one height, so that they are drawn at the same size."""
     T = a.shape[-1]
     z = _masked(a) if hide_future else a.astype(np.float32)
     labels = [char_label(c) for c in chars]
@@ -114,7 +132,7 @@ def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: boo
     fig = go.Figure(go.Heatmap(
         z=z, customdata=custom, colorscale=PROB_SCALE, zmin=0,
         zmax=zmax if zmax is not None else float(np.nanmax(z)) or 1.0,
-        colorbar=dict(title=dict(text="probability")),
+        colorbar=dict(COLORBAR, title=dict(text="probability")),
         hovertemplate=("query %{y} '%{customdata[0]}' attends to key %{x} "
                        "'%{customdata[1]}'<br>probability %{z:.3f}<extra></extra>")))
     fig.update_xaxes(**char_ticks(chars, max_labels),
@@ -125,8 +143,8 @@ def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: boo
                      autorange="reversed", scaleanchor="x", constrain="domain",
                      showgrid=False, zeroline=False)
     fig.update_layout(plot_bgcolor="#e9ecef")
-    return titled(fig, f"{title}<br><sup>{MAP_NOTE}</sup>",
-                  height or int(min(1050, max(560, 13 * T + 220))))
+    return _fixed_frame(titled(fig, f"{title}<br><sup>{MAP_NOTE}</sup>",
+                               height or map_height(T)))
 
 
 def head_labels(L: int, H: int) -> list[str]:
@@ -135,7 +153,7 @@ def head_labels(L: int, H: int) -> list[str]:
 
 def head_bars(values: Mapping[str, np.ndarray], title: str, y_title: str, *,
               reference: Mapping[str, float] | None = None, percent: bool = False,
-              height: int = 400) -> go.Figure:
+              height: int = 480) -> go.Figure:
     """One bar per (layer, head), grouped by run; ``values`` maps a run's label (plain
     text, escaped here) to a (layers, heads) array. ``reference`` draws labelled dashed
     lines (e.g. uniform attention). Values are written on the bars while there are few
@@ -159,15 +177,15 @@ def head_bars(values: Mapping[str, np.ndarray], title: str, y_title: str, *,
             x=[x[0], x[-1]], y=[y, y], mode="lines", name=name,
             line=dict(color=greys[j % 2], dash="dash", width=3),
             hovertemplate=name + ": %{y:.2f}<extra></extra>"))
+    # The legend goes below the axis: above the plot it wraps into the title at half
+    # width.
     fig.update_layout(barmode="group", bargap=0.25,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
-                                  font=dict(size=TICK_FONT)))
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0,
+                                  xanchor="left", font=dict(size=TICK_FONT)))
     fig.update_xaxes(title=dict(text="layer L, head H"), type="category",
                      tickfont=dict(size=TICK_FONT))
     fig.update_yaxes(title=dict(text=y_title), rangemode="tozero",
                      tickformat=".0%" if percent else None)
     if percent:
         fig.update_yaxes(range=[0, 1.1])
-    fig = titled(fig, title, height)
-    fig.update_layout(margin=dict(t=120))
-    return fig
+    return titled(fig, title, height)

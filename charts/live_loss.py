@@ -10,15 +10,14 @@ measured on fixed held-out batches with dropout off, so it has no such scatter.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from charts.loss import _base_layout, _check_axes, downsample
-from charts.palette import (FONT_SIZE, HOVER_FORMAT, LOSS_UNIT, METRICS, TRAIN_COLOUR,
-                            VAL_COLOUR, placeholder)
+from charts.loss import check_axes, downsample, loss_layout, mark_guessing
+from charts.palette import (HOVER_FORMAT, LOSS_UNIT, METRICS, TRAIN_COLOUR, VAL_COLOUR,
+                            placeholder)
 
 SMOOTH_STEPS = 21  # the moving average's window, in steps, centred on each step
 RAW_NAME = "training loss, each step"
@@ -43,9 +42,9 @@ def live_loss_figure(steps: pd.DataFrame, evals: pd.DataFrame, x: str = "step",
     run's evaluations. Traces, in order: the smoothed training loss ("training loss"),
     the validation loss, then every step's loss. A run without per-step rows (trained
     before they were kept) shows its evaluations' training loss as before."""
-    _check_axes(x)
+    check_axes(x)
     fig = go.Figure()
-    _base_layout(fig, x, f"loss ({LOSS_UNIT})", height=height)
+    loss_layout(fig, x, f"loss ({LOSS_UNIT})", height=height)
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
                                   xanchor="left"), margin=dict(l=10, r=10, t=30, b=10))
     val = evals[evals["val_loss"].notna() & evals[x].notna()] if not evals.empty else evals
@@ -78,12 +77,8 @@ def live_loss_figure(steps: pd.DataFrame, evals: pd.DataFrame, x: str = "step",
             hovertemplate="this step's batch: %{y:.3f} nats/char<extra></extra>"))
         fig.data = (fig.data[2], fig.data[0], fig.data[1])  # points under the lines
     fig.update_xaxes(hoverformat=HOVER_FORMAT[x])
-    if vocab_size and vocab_size > 1:
-        guess = math.log(vocab_size)
-        fig.add_hline(y=guess, line=dict(color="#888", dash="dot", width=2),
-                      annotation=dict(text=f"random guessing: ln {vocab_size} = {guess:.2f}",
-                                      font=dict(size=FONT_SIZE - 2, color="#555")),
-                      annotation_position="top right")
+    guess = mark_guessing(fig, vocab_size)
+    if guess is not None:
         top = _top(steps, val, guess)
         fig.update_yaxes(range=[0, top])
     return fig

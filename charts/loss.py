@@ -59,14 +59,14 @@ def downsample(df: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
     return df.iloc[keep]
 
 
-def _check_axes(x: str, metric: str = "val_loss") -> None:
+def check_axes(x: str, metric: str = "val_loss") -> None:
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, not {x!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
 
 
-def _base_layout(fig: go.Figure, x: str, y_title: str, height: int = HEIGHT) -> go.Figure:
+def loss_layout(fig: go.Figure, x: str, y_title: str, height: int = HEIGHT) -> go.Figure:
     fig.update_layout(
         height=height,
         font=dict(size=FONT_SIZE),
@@ -89,9 +89,9 @@ def run_curves_figure(frame: pd.DataFrame, x: str = "step", vocab_size: int | No
 
     With ``vocab_size``, a dotted line marks ln(vocab): the loss of guessing every
     character with equal probability, where every model starts."""
-    _check_axes(x)
+    check_axes(x)
     fig = go.Figure()
-    _base_layout(fig, x, f"loss ({LOSS_UNIT})")
+    loss_layout(fig, x, f"loss ({LOSS_UNIT})")
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
                                   xanchor="left"))
     df = downsample(frame)
@@ -106,13 +106,22 @@ def run_curves_figure(frame: pd.DataFrame, x: str = "step", vocab_size: int | No
             hovertemplate=f"{METRICS[metric]}: %{{y:.3f}} nats/char<extra></extra>",
         ))
     fig.update_xaxes(hoverformat=HOVER_FORMAT[x])
-    if vocab_size and vocab_size > 1:
-        guess = math.log(vocab_size)
-        fig.add_hline(y=guess, line=dict(color="#888", dash="dot", width=2),
-                      annotation=dict(text=f"random guessing: ln {vocab_size} = {guess:.2f}",
-                                      font=dict(size=FONT_SIZE - 2, color="#555")),
-                      annotation_position="top right")
+    mark_guessing(fig, vocab_size)
     return fig
+
+
+def mark_guessing(fig: go.Figure, vocab_size: int | None) -> float | None:
+    """A dotted line at ln(vocab): the loss of guessing every character with equal
+    probability, where every model starts. Returns that loss (None without a
+    vocabulary)."""
+    if not vocab_size or vocab_size <= 1:
+        return None
+    guess = math.log(vocab_size)
+    fig.add_hline(y=guess, line=dict(color="#888", dash="dot", width=2),
+                  annotation=dict(text=f"random guessing: ln {vocab_size} = {guess:.2f}",
+                                  font=dict(size=FONT_SIZE - 2, color="#555")),
+                  annotation_position="top right")
+    return guess
 
 
 def compare_figure(series: Iterable[dict], x: str = "step", metric: str = "val_loss",
@@ -123,9 +132,9 @@ def compare_figure(series: Iterable[dict], x: str = "step", metric: str = "val_l
     labels are plain text (escaped here for Plotly).
     The baseline run is drawn thick and on top, its name marked with a star; the others
     thinner. Trace names are the labels; each trace's ``meta`` is its run id."""
-    _check_axes(x, metric)
+    check_axes(x, metric)
     fig = go.Figure()
-    _base_layout(fig, x, f"{METRICS[metric]} ({LOSS_UNIT})", height=HEIGHT + 40)
+    loss_layout(fig, x, f"{METRICS[metric]} ({LOSS_UNIT})", height=HEIGHT + 40)
     series = list(series)
     if not series:
         return placeholder(fig, "Pick runs to compare.")

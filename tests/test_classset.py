@@ -37,8 +37,8 @@ def test_it_loads_instantly_without_training(monkeypatch):
     cs = classset.ClassSet(classset.DEFAULT_DIR)
     assert time.perf_counter() - t0 < 2.0
     assert cs.available
-    assert cs.groups() == {"classset-ladder": 21, "classset-ablation": 27,
-                           "classset-health": 6, "classset-pitfalls": 27}
+    assert cs.groups() == {"classset-ladder": 21, "classset-ablation": 33,
+                           "classset-health": 6, "classset-pitfalls": 36}
 
 
 def test_it_is_small_committed_and_never_ignored():
@@ -70,9 +70,11 @@ def test_every_record_is_complete_and_reproducible(cs):
 
 def test_it_holds_exactly_what_todays_plan_trains(cs):
     """A change to the presets, the variants or the plan makes the shipped set stale:
-    regenerate it (the README's command) when this fails."""
+    regenerate it (the README's command) when this fails. A stored config is read as
+    the model loads it (a field added since, absent there, takes its default)."""
     for section, plan in classset.plan(classset.SECTIONS):
-        stored = sorted((r.name, r.seed, json.dumps(r.model_config, sort_keys=True),
+        stored = sorted((r.name, r.seed,
+                         json.dumps(to_dict(model_from_dict(r.model_config)), sort_keys=True),
                          json.dumps(r.train_config, sort_keys=True))
                         for r in cs.list_runs(group=section.group))
         planned = sorted((p.label, p.seed,
@@ -132,7 +134,7 @@ def test_the_command_line_shows_and_verifies(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     groups = {g["group"]: g["runs"] for g in json.loads(out.stdout)["groups"]}
-    assert groups["classset-ablation"] == 27
+    assert groups["classset-ablation"] == 33
     bad = subprocess.run([sys.executable, "-m", "llama_core", "classset", "build", "--only",
                           "nonsense"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Unknown class-set section" in bad.stderr

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import job_manager, open_page, plotly_values as plain, read_table
 from helpers_markdown import as_read
+from llama_core.config import model_from_dict
 from llama_core.lab import classset
 from llama_core.lab.store import RunStore
 
@@ -34,7 +35,8 @@ def test_first_load_shows_the_class_set_with_bands_and_verdicts(app_runs):
     spec = chart(at)
     bands = {t["legendgroup"] for t in spec["data"] if t.get("fill") == "tonexty"}
     assert bands == {"baseline", "norm=layernorm", "norm=none", "pos=learned", "pos=none",
-                     "ffn=gelu", "ffn=relu", "causal=false", "n_layers=1"}
+                     "ffn=gelu", "ffn=relu", "causal=false", "n_layers=1",
+                     "n_kv_heads=2", "n_kv_heads=1"}
     config = chart_config(at)
     assert config["displayModeBar"] is True
     assert config["toImageButtonOptions"]["format"] == "png"
@@ -146,7 +148,7 @@ def test_start_an_ablation_from_the_form_and_read_its_verdicts(app_runs):
 def test_records_export_and_rerun_a_class_set_record(app_runs):
     at = open_ablate()
     records = next(d.value for d in at.dataframe if "code version" in d.value.columns)
-    assert len(records) == 27 and set(records["device"]) == {"cpu"}
+    assert len(records) == 33 and set(records["device"]) == {"cpu"}
     assert len(at.get("download_button")) == 3
     target = classset.load().list_runs(group="classset-ablation")[0]
     at.selectbox(key="ab_rerun_pick").set_value(target.id)
@@ -155,6 +157,37 @@ def test_records_export_and_rerun_a_class_set_record(app_runs):
     group = at.query_params["group"]
     store = RunStore(app_runs / "llama_lab.db")
     (run,) = store.list_runs(group=group)
-    assert run.model_config == target.model_config
+    # A record made before a field existed is re-run with that field's default.
+    assert model_from_dict(run.model_config) == model_from_dict(target.model_config)
     assert run.train_config == target.train_config
     assert (run.name, run.seed) == (target.name, target.seed)
+
+
+def test_a_started_sweep_is_the_one_shown_and_sweeps_read_by_their_variants(app_runs):
+    """With another sweep already in the store, starting one shows the one just started,
+    and the list names sweeps by what they compare and when, not by their ids."""
+    from llama_core.presets import build_configs
+
+    store = RunStore(app_runs / "llama_lab.db")
+    for name, changes in (("baseline", {}), ("pos=learned", {"pos": "learned"})):
+        rid = store.create_run(*build_configs("tiny", {"steps": 5, **changes}), name=name,
+                               group="sw-older")
+        store.finish_run(rid, "finished", {"final_val_loss": 3.0})
+    at = open_ablate(group="sw-older")
+    at.number_input(key="ab_steps").set_value(5)
+    at.number_input(key="ab_seeds").set_value(1)
+    at.multiselect(key="ab_variants").set_value(["ffn=gelu"])
+    at.run()
+    started = []
+    for _ in range(2):  # the same sweep twice, within the same minute
+        at.button(key="ab_start").click().run()
+        assert not at.exception, at.exception
+        started.append(at.query_params["group"])
+        picker = at.selectbox(key="ab_source")
+        assert picker.value == started[-1]
+    assert len(set(started)) == 2 and "sw-older" not in started
+    shown = picker.options[picker.index]
+    assert shown.startswith("ffn=gelu vs baseline · 2 runs · started "), shown
+    assert len(set(picker.options)) == len(picker.options)  # a label finds one sweep
+    assert not any("sw-" in o for o in picker.options), picker.options
+    assert any(o.startswith("pos=learned vs baseline · 2 runs") for o in picker.options)

@@ -24,7 +24,7 @@ def runs(tmp_path_factory):
     """Four tiny finished runs in one store: name -> run id."""
     return trained_store(tmp_path_factory, "attention-runs", {
         "causal": {}, "nomask": {"causal": False}, "wide": {"n_heads": 4, "n_layers": 1},
-        "noattn": {"attention": False, "pos": "none"}})
+        "noattn": {"attention": False, "pos": "none"}, "long": {"context_window": 32}})
 
 
 @pytest.fixture
@@ -177,3 +177,22 @@ def test_a_link_to_a_run_without_checkpoint_is_named(runs, monkeypatch):
     assert any("rdeadbeef" in i.value and "no finished checkpoint" in i.value
                for i in at.info)
     assert at.multiselect(key="attention_runs").value == [ids["nomask"]]
+
+
+def test_side_by_side_close_ups_are_the_same_size_and_legends_clear_the_titles(app):
+    """Two runs reading prompts of different lengths (contexts 16 and 32): their one-head
+    close-ups get one height and the same fixed margins, so they are drawn at the same
+    size in equal columns; the per-head charts' legends sit below the plot, not in the
+    title."""
+    at = app("causal", "long", prompt="To be, or not to be, that is the question")
+    close = titled(at, "layer 0, head 0")
+    assert len(close) == 2
+    assert close[0]["layout"]["height"] == close[1]["layout"]["height"]
+    assert close[0]["layout"]["margin"] == close[1]["layout"]["margin"]
+    assert close[0]["layout"]["margin"]["autoexpand"] is False
+    grids = titled(at, "every layer and head")
+    assert len(grids) == 2
+    assert grids[0]["layout"]["margin"] == grids[1]["layout"]["margin"]
+    for spec in titled(at, "per head"):
+        legend = spec["layout"]["legend"]
+        assert legend["yanchor"] == "top" and legend["y"] < 0

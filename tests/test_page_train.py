@@ -149,6 +149,10 @@ def test_launch_queues_a_run_puts_it_in_the_url_and_stop_ends_it(store_dir, stor
     at = open_train()
     at.number_input(key="tr_steps").set_value(100_000).run()
     at.text_input(key="tr_name").input("launched by a test").run()
+    long_run = [c for c in at.checkbox if c.key == "tr_confirm_long"]
+    if long_run:  # estimated over an hour here: Launch waits for the confirmation
+        assert at.button(key="tr_launch").disabled
+        long_run[0].check().run()
     at.button(key="tr_launch").click().run()
     assert not at.exception
     run_id = at.query_params["run"][0] if isinstance(at.query_params["run"], list) \

@@ -1,13 +1,16 @@
-"""Pickers for the runs a page looks into (Attention, Rotary, Generate), kept in the
-URL (``?run=ID&run=ID``) so Build & train or Compare can link straight to a run, and
-carried between those pages in this session."""
+"""Pickers for the runs a page looks into (Attention, Rotary, Generate, Inference),
+kept in the URL (``?run=ID&run=ID``) so Build & train or Compare can link straight to a
+run, and carried between those pages in this session."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from charts.labels import run_label
+from llama_core.errors import UserError
 from llama_core.lab.store import Run
+from ui.checkpoints import load_run
+from ui.errors import show_error
 from ui.plain_text import md_literal
 
 RUN_PARAM = "run"
@@ -68,3 +71,18 @@ def pick_run(runs: list[Run], *, key: str, label: str = "Run") -> Run | None:
                           format_func=lambda i: run_label(by_id[i]))
     _remember([chosen] if chosen else [], memory=False)
     return by_id.get(chosen) if chosen else None
+
+
+def pick_trained_run(runs: list[Run], *, key: str, label: str, none_picked: str):
+    """:func:`pick_run`, then its trained model: (run, model, tokenizer). The page ends
+    here, saying why, while no run is picked or its checkpoint cannot be read."""
+    run = pick_run(runs, key=key, label=label)
+    if run is None:
+        st.info(none_picked)
+        st.stop()
+    try:
+        model, tokenizer, _ = load_run(run)
+    except UserError as e:
+        show_error(e)
+        st.stop()
+    return run, model, tokenizer

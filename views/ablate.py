@@ -178,14 +178,34 @@ def live_groups(store) -> dict[str, list]:
     return groups
 
 
+def source_labels(options: list[str], live: dict, cs) -> dict[str, str]:
+    """Each group's label in the picker, made unique. Streamlit finds a selectbox's
+    value by its label, so labels must never repeat (two sweeps of the same variants
+    started in the same minute) nor change while a sweep runs (no live counts here),
+    or the page jumps to another sweep."""
+    labels: dict[str, str] = {}
+    for group in options:
+        label = source_label(group, live, cs)
+        n = 2
+        while label in labels.values():
+            label, n = f"{source_label(group, live, cs)} ({n})", n + 1
+        labels[group] = label
+    return labels
+
+
 def source_label(group: str, live: dict, cs) -> str:
+    """A sweep as a student finds it in the list: what it compares (its variants) and
+    when it started, not its id."""
     if group in live:
-        runs = live[group]
-        variants = len({r.name for r in runs})
-        active = sum(r.status in ACTIVE for r in runs)
-        when = time.strftime("%H:%M", time.localtime(min(r.created for r in runs)))
-        return (f"Live {group}: {variants} variant{'s' if variants != 1 else ''}, "
-                f"{len(runs)} runs, started {when}" + (f" ({active} active)" if active else ""))
+        runs = sorted(live[group], key=lambda r: r.created)
+        names = list(dict.fromkeys(str(r.name) for r in runs))
+        others = [n for n in names if n != BASELINE]
+        what = ", ".join(others) or ", ".join(names)
+        what = what if len(what) <= 60 else what[:59] + "…"
+        if BASELINE in names and others:
+            what += " vs baseline"
+        when = time.strftime("%d %b %H:%M", time.localtime(runs[0].created))
+        return f"{what} · {len(runs)} run{'s' if len(runs) != 1 else ''} · started {when}"
     section = classset.GROUPS.get(group)
     return f"Class set: {section.title if section else group}"
 
@@ -380,8 +400,9 @@ def _pick_source() -> None:
     st.query_params["group"] = st.session_state["ab_source"]
 
 
+labels = source_labels(options, live, cs)
 group = st.selectbox("Results to show", options, key="ab_source", on_change=_pick_source,
-                     format_func=lambda g: source_label(g, live, cs))
+                     format_func=labels.get)
 if st.query_params.get("group") != group:
     st.query_params["group"] = group
 src = source(group)
@@ -392,14 +413,15 @@ if group.startswith("classset-"):
                f"{section.description if section else ''} "
                "Re-run any record live under *Records & export*.")
 
-a, b, c, d = st.columns([5, 3, 3, 2])
+a, b = st.columns([3, 2])  # wide enough for every option's name at 1280 px
 x = a.segmented_control("x axis", AXES, key="ab_x", default="step",
                         required=True, format_func=lambda k: X_AXES[k][0])
 metric = b.segmented_control("Loss", list(METRICS), key="ab_metric",
                              default="val_loss", required=True,
                              format_func=lambda k: METRICS[k].split()[0])
+c, z, d = st.columns([2, 2, 3])
 show_seeds = c.toggle("Show each seed", key="ab_seeds_shown")
-zoom = c.toggle("Hide leaks", key="ab_zoom",
+zoom = z.toggle("Hide leaks", key="ab_zoom",
                 help="Variants that can see the future (no causal mask, a leaking bug) "
                      "score far below the rest; leave them out to see the others apart.")
 active_ids = [r.id for r in runs if r.status in ACTIVE]

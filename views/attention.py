@@ -4,8 +4,8 @@ attention on future keys when the causal mask is off)."""
 
 import streamlit as st
 
-from charts.attention import (attention_grid, attention_heatmap, head_bars, panel_size,
-                              shared_zmax)
+from charts.attention import (attention_grid, attention_heatmap, head_bars, map_height,
+                              panel_size, shared_zmax)
 from charts.labels import describe, short_label
 from ui.checkpoints import NO_RUNS, inspectable_runs, load_run, torch_turn
 from ui.errors import each_run, require
@@ -68,7 +68,7 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
         st.subheader(md_literal(short_label(run)))
         st.caption(describe(cfg))
         fig = attention_grid(
-            res.maps, res.text, f"Attention of {run.id}: every layer and head",
+            res.maps, res.text, f"{run.id}: every layer and head",
             hide_future=mask_holds(cfg), zmax=zmax,
             show_scale=i == len(items) - 1,  # one scale serves both runs
             panel_px=panel_size(cfg.n_heads, len(items)))
@@ -109,6 +109,7 @@ layer = c1.selectbox("Layer", range(max(c.n_layers for _, c, _ in items)),
                      key="attention_layer")
 head = c2.selectbox("Head", range(max(c.n_heads for _, c, _ in items)),
                     key="attention_head")
+close_up_px = map_height(max(len(res.text) for _, _, res in items))  # one size for both
 columns = st.columns(len(items))
 for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
     with col:
@@ -119,7 +120,7 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
         st.plotly_chart(attention_heatmap(
             res.maps[layer][head], res.text, f"{run.id}: layer {layer}, head {head}",
             hide_future=mask_holds(cfg), zmax=zmax,
-            max_labels=64 if len(items) == 1 else 32),
+            max_labels=64 if len(items) == 1 else 32, height=close_up_px),
             key=f"attention_head_{i}", width="stretch")
 
 st.subheader("What each head does, in numbers")

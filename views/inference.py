@@ -24,7 +24,7 @@ from ui.figures import show_chart
 from ui.inspect_compute import check_prompt
 from ui.llama_parts import attention_kind, kind_variants
 from ui.plain_text import md_literal
-from ui.run_pickers import pick_run
+from ui.run_pickers import pick_trained_run
 from ui.sweep_actions import queue_in_group
 
 REAL_SHAPES = ["Llama 2 7B", "Llama 2 70B", "Llama 3 8B", "Llama 3 70B"]
@@ -91,15 +91,8 @@ runs = inspectable_runs()
 if not runs:
     st.info(NO_RUNS)
     st.stop()
-run = pick_run(runs, key="inf_run", label="Trained run")
-if run is None:
-    st.info("Pick a run to measure its generation.")
-    st.stop()
-try:
-    model, tokenizer, _ = load_run(run)
-except UserError as e:
-    show_error(e)
-    st.stop()
+run, model, tokenizer = pick_trained_run(runs, key="inf_run", label="Trained run",
+                                         none_picked="Pick a run to measure its generation.")
 cfg = model.cfg
 kind = attention_kind(cfg.n_heads, cfg.n_kv_heads) if cfg.attention else "no attention"
 st.caption(f"{md_literal(short_label(run))}: {cfg.n_layers} layers, {cfg.n_heads} query "

@@ -235,10 +235,11 @@ def probe_trained(runs: list, key: str) -> None:
 # --- The page -----------------------------------------------------------------------
 
 st.title("Pitfalls: classic bugs, switched on on purpose")
-st.error("**Everything switched on on this page is a BUG.** Each one appears in real "
-         "'Llama from scratch' code. Llama Lab builds them on purpose so you can see "
-         "their signature; the rest of the dashboard uses the correct code.",
-         icon=":material/bug_report:")
+# An info framing, not a red banner: nothing here has failed, the bugs are the lesson.
+st.info("**These are deliberate bugs, switched on on purpose.** Each one appears in real "
+        "'Llama from scratch' code; Llama Lab builds it here so you can see its "
+        "signature, then switch it off. Nothing is broken: the rest of the dashboard "
+        "uses the correct code.", icon=":material/science:")
 
 FIRST = next(iter(PITFALLS))
 

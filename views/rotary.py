@@ -11,18 +11,17 @@ from charts.rope_lengths import length_figure, scaled_frequencies_figure
 from charts.rotary import logit_pair, rope_circles, rope_relative, rope_spectrum
 from llama_core import inspect as I
 from llama_core.config import ModelConfig
-from llama_core.errors import UserError
 from llama_core.lengths import READINGS
 from llama_core.model import rope_frequencies
 from llama_core.pitfalls import pitfall_of
-from ui.checkpoints import inspectable_runs, load_run, torch_turn
-from ui.errors import each_run, show_error, user_errors
+from ui.checkpoints import inspectable_runs, torch_turn
+from ui.errors import each_run, user_errors
 from ui.figures import show_chart
 from ui.llama_parts import LLAMA3_HIGH, LLAMA3_LOW, scaling_dict
 from ui.length_view import WINDOWS, length_frame
 from ui.inspect_compute import check_prompt, fit_prompt
 from ui.plain_text import md_literal
-from ui.run_pickers import pick_run
+from ui.run_pickers import pick_trained_run
 
 HEAD_SIZES = [8, 16, 32, 64, 128]
 DEFAULT_CONTEXT = ModelConfig().context_window
@@ -180,15 +179,9 @@ if not runs:
     st.info("No finished run yet: train one on the Build & train page to check a trained "
             "model; the three sections above work without one.")
     st.stop()
-run = pick_run(runs, key="rotary_run", label="Trained run")
-if run is None:
-    st.info("Pick a run to check its layer-0 attention logits.")
-    st.stop()
-try:
-    model, tokenizer, _ = load_run(run)
-except UserError as e:
-    show_error(e)
-    st.stop()
+run, model, tokenizer = pick_trained_run(
+    runs, key="rotary_run", label="Trained run",
+    none_picked="Pick a run to check its layer-0 attention logits.")
 cfg = model.cfg
 if not cfg.attention:
     st.info(f"{run.id} has no attention layers (attention=false), so it has no attention "
