@@ -42,7 +42,12 @@ def wait_points(page: Page, at_least: int, timeout_s: float = 120) -> float:
 def chart_in_view(page: Page) -> None:
     plot = page.locator(f".st-key-{CHART} .js-plotly-plot").first
     expect(plot).to_be_visible()
-    box = plot.bounding_box()
+    box = None
+    for _ in range(50):  # the live fragment redraws twice a second: catch it drawn
+        box = plot.bounding_box()
+        if box:
+            break
+        page.wait_for_timeout(100)
     size = page.viewport_size
     assert box, "the live chart is not drawn"
     assert box["y"] >= 0 and box["x"] >= 0, box
