@@ -53,8 +53,9 @@ def test_sigkill_a_worker(runs_dir):
     before = fingerprint(store, done)
     with JobManager(store.path, max_concurrent=1, warm=False, poll_interval=0.1) as jm:
         victim = jm.submit(*build_configs("tiny", LONG), owner="s-a")
-        run = wait_for(lambda: (r := store.get_run(victim)).steps > 0 and r, 120,
-                         "the run's first metric")
+        # Steps now advance live between evaluations: wait for a stored evaluation.
+        wait_for(lambda: store.metrics(victim), 120, "the run's first metric")
+        run = store.get_run(victim)
         os.kill(run.pid, signal.SIGKILL)
         assert jm.wait(victim, timeout=60) == "interrupted"
         killed = store.get_run(victim)
