@@ -7,6 +7,7 @@ Every wait is bounded, so a hung page fails a test instead of hanging CI.
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -49,6 +50,24 @@ def wait_for_app(page: Page, timeout_ms: int = APP_TIMEOUT_MS) -> None:
     expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout_ms)
     stale = page.locator("[data-testid='stElementContainer'][data-stale='true']")
     expect(stale).to_have_count(0, timeout=timeout_ms)
+
+
+def press_launch(page: Page, expect_run: bool = True) -> float:
+    """Press Build & train's Launch, first ticking the over-an-hour confirmation when the
+    estimate asks for it (a long run on a busy machine does); return when it was pressed
+    (time.monotonic), once the URL names the new run (or the app has answered, for a
+    launch that is to be refused)."""
+    wait_for_app(page)
+    if page.locator(".st-key-tr_confirm_long input").count():
+        page.locator(".st-key-tr_confirm_long label").first.click()
+        wait_for_app(page)
+    page.locator(".st-key-tr_launch button").first.click()
+    clicked = time.monotonic()
+    if expect_run:
+        page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
+    else:
+        wait_for_app(page)
+    return clicked
 
 
 def assert_no_exception(page: Page, where: str = "") -> None:

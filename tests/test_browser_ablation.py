@@ -89,7 +89,7 @@ def test_ladder_and_pitfalls_pages_render(streamlit_server, page):
     expect(page.get_by_text("0.16 (leak: it reads the answer)")).to_be_visible()
     assert page.get_by_test_id("stPlotlyChart").first.locator(".scatterlayer .trace").count() >= 7
     open_direct(page, f"{streamlit_server}/pitfalls", name="pitfalls")
-    expect(page.get_by_text("Everything switched on on this page is a BUG")).to_be_visible()
+    expect(page.get_by_text("These are deliberate bugs, switched on on purpose.")).to_be_visible()
     expect(page.get_by_text("FIRED").first).to_be_visible()
     page.get_by_text("Bug switched ON").click()
     wait_for_app(page)

@@ -85,7 +85,7 @@ def test_attention_page_with_two_runs(page, server):
 def test_rotary_page_with_a_rope_run(page, server):
     url, (llama, _) = server
     timed_open(page, f"{url}/rotary?run={llama}", "inspect-rotary")
-    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(4)
+    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(6)  # spectrum, circle, distance, scaling, lengths, logits
     expect(page.get_by_test_id("stMetric")).to_contain_text("logits")
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from helpers_browser import assert_no_exception, screenshot, wait_for_app
+from helpers_browser import assert_no_exception, press_launch, screenshot, wait_for_app
 from test_browser_train_compare import chart_traces, open_app_page, run_in_url, set_number
 
 pytestmark = pytest.mark.browser
@@ -55,19 +55,6 @@ def chart_in_view(page: Page) -> None:
     assert box["x"] + box["width"] <= size["width"], (box, size)
 
 
-def launch(page: Page) -> float:
-    """Press Launch (confirming first if the estimate is over an hour, as it is for a
-    long run on a busy machine); return when it was pressed."""
-    confirm = page.locator(".st-key-tr_confirm_long input")
-    if confirm.count():
-        page.locator(".st-key-tr_confirm_long label").first.click()
-        wait_for_app(page)
-    page.locator(".st-key-tr_launch button").first.click()
-    clicked = time.monotonic()
-    page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
-    return clicked
-
-
 @pytest.mark.parametrize("width, height", [(1280, 720), (1920, 1080)])
 def test_the_live_chart_is_in_view_and_gains_every_step(streamlit_server, browser,
                                                         width, height):
@@ -76,7 +63,7 @@ def test_the_live_chart_is_in_view_and_gains_every_step(streamlit_server, browse
     try:
         open_app_page(page, f"{streamlit_server}/train", "Build & train")
         page.wait_for_timeout(1500)  # the server's warm worker gets ready
-        clicked = launch(page)
+        clicked = press_launch(page)
         wait_points(page, 1)
         first = time.monotonic() - clicked
         chart_in_view(page)
@@ -113,7 +100,7 @@ def test_reload_keeps_the_runs_settings_and_stop_ends_it_within_seconds(streamli
     open_app_page(page, f"{streamlit_server}/train", "Build & train")
     set_number(page, "tr_steps", 100_000)
     set_number(page, "tr_lr", 0.002)
-    launch(page)
+    press_launch(page)
     run_id = run_in_url(page)
     wait_points(page, 3)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
+from helpers_browser import (assert_no_exception, open_page, press_launch, screenshot,
+                             wait_for_app)
 from runs_fixtures import train_tiny_runs
 
 pytestmark = pytest.mark.browser
@@ -114,16 +115,16 @@ def test_build_launch_watch_reload_and_stop(streamlit_server, page):
     page.locator(".st-key-tr_budget").get_by_text("a time budget").click()
     wait_for_app(page)
     set_number(page, "tr_seconds", 600)  # stopped long before; never ends on its own here
-    page.locator(".st-key-tr_launch button").first.click()
-    page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
+    press_launch(page)
     run_id = run_in_url(page)
-    wait_for_points(page, "tr_loss_chart", "validation loss", 2)
+    # Read once: the live chart is redrawn every step, so a second read may fall
+    # between two drawings.
+    before = wait_for_points(page, "tr_loss_chart", "validation loss", 2)
     expect(page.get_by_test_id("stProgress")).to_be_visible()
     assert_no_exception(page)
     screenshot(page, "train-3-live")
 
     # A reload is a new session: the URL brings the run back, still live and growing.
-    before = dict(chart_traces(page, "tr_loss_chart"))["validation loss"]
     page.reload(wait_until="domcontentloaded")
     wait_for_app(page)
     assert run_in_url(page) == run_id
@@ -146,6 +147,7 @@ def test_build_launch_watch_reload_and_stop(streamlit_server, page):
     page.get_by_role("link", name="Compare it with other runs").click()
     page.wait_for_url(re.compile(r"/compare\?runs="), timeout=30_000)
     wait_for_app(page)
+    screenshot(page, "train-6-compare")
     names = [n for n, _ in chart_traces(page, "cmp_chart")]
     assert names == [run_id]
     assert_no_exception(page, "compare from the run")

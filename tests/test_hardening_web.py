@@ -214,7 +214,8 @@ def test_only_the_owner_may_stop_a_run(tmp_path):
 def test_a_custom_variant_cannot_train_on_a_server_file(tmp_path, page, secret_file,
                                                         uploads):
     from conftest import running_dashboard
-    from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
+    from helpers_browser import (assert_no_exception, open_page, press_launch, screenshot,
+                                 wait_for_app)
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -240,7 +241,8 @@ def test_a_custom_variant_cannot_train_on_a_server_file(tmp_path, page, secret_f
 @pytest.mark.browser
 def test_a_student_sees_another_students_run_read_only(tmp_path, browser):
     from conftest import running_dashboard
-    from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
+    from helpers_browser import (assert_no_exception, open_page, press_launch, screenshot,
+                                 wait_for_app)
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -294,7 +296,8 @@ def test_a_student_trains_on_a_text_they_upload(tmp_path, page, uploads):
     import re
 
     from conftest import running_dashboard
-    from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
+    from helpers_browser import (assert_no_exception, open_page, press_launch, screenshot,
+                                 wait_for_app)
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -309,8 +312,7 @@ def test_a_student_trains_on_a_text_they_upload(tmp_path, page, uploads):
         expect(page.locator(".st-key-tr_corpus input")).to_have_value(
             "uploaded: sonnets.txt")
         screenshot(page, "hardening-upload-chosen")
-        page.locator(".st-key-tr_launch button").first.click()
-        page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
+        press_launch(page)
         run_id = re.search(r"[?&]run=([a-z0-9-]+)", page.url).group(1)
         run = RunStore(runs / "llama_lab.db").get_run(run_id)
         assert run.train_config["corpus"].startswith("upload:")

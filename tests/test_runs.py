@@ -81,6 +81,16 @@ def test_round_trip(store):
     assert list(df["step"]) == [10, 20, 30] and df["val_loss"].dtype == "float64"
 
 
+def test_a_frame_of_rows_with_and_without_extras_keeps_both(store):
+    """A run stopped live has a last row with no extras after rows with them; pandas 3
+    would read that None as NaN, and the Compare page once crashed on it."""
+    rid = store.create_run(MODEL, TRAIN)
+    store.add_metric(rid, {"step": 10, "val_loss": 3.0, "extra": {"rms": [1.0]}})
+    store.add_metric(rid, {"step": 20, "val_loss": 2.9})
+    df = store.metrics_frame([rid])
+    assert list(df["extra"]) == [{"rms": [1.0]}, None]
+
+
 def test_list_filters_and_order(store):
     a = store.create_run(MODEL, TRAIN, group="g1", owner="ann")
     b = store.create_run(MODEL, TRAIN, group="g1", owner="bob")

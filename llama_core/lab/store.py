@@ -1113,7 +1113,9 @@ class RunStore:
         df = pd.DataFrame(rows, columns=cols)
         for c in METRIC_COLUMNS[1:]:  # all-None columns would otherwise be 'object'
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-        df["extra"] = [None if e is None else json.loads(e) for e in df["extra"]]
+        # Read from the rows, not the frame: pandas 3 stores a column of text and None
+        # as strings with NaN for the None.
+        df["extra"] = [None if row[-1] is None else json.loads(row[-1]) for row in rows]
         return df
 
     # -- export --
