@@ -252,8 +252,10 @@ def test_a_killed_command_line_train_is_interrupted_for_the_next_reader(tmp_path
         def running():
             if not db.exists():
                 return None
-            runs = RunStore(db).list_runs(status="running")  # the store API: no sweep
-            return runs[0] if runs and runs[0].steps > 0 else None
+            store = RunStore(db)
+            runs = store.list_runs(status="running")  # the store API: no sweep
+            # A metric row, not just steps: the step count advances live between them.
+            return runs[0] if runs and store.metrics(runs[0].id) else None
         run = wait_for(running, timeout=180, what="the train command to report a metric")
         assert run.pid == proc.pid
     finally:
