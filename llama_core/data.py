@@ -94,6 +94,10 @@ class CharTokenizer:
                              f"(0 to {self.vocab_size - 1}).")
         return "".join(self.chars[i] for i in ids)
 
+    def token_text(self, token_id: int) -> str:
+        """One token as a chart labels it: its character."""
+        return self.decode([token_id])
+
     def to_json(self) -> str:
         return json.dumps({"type": "char", "chars": list(self.chars)})
 
