@@ -82,6 +82,9 @@ class ModelConfig:
     n_kv_heads: int | None = None  # key/value heads: None = n_heads (multi-head), 1 = multi-query
     tie_embeddings: bool = False   # the output head reuses the token embedding (Llama 3.2 1B)
     rope_scaling: dict | None = None  # Hugging Face's form, e.g. {"rope_type": "linear", "factor": 4.0}
+    # A real checkpoint's feed-forward width (Hugging Face's intermediate_size), which the
+    # 8d/3 rounding cannot always give (TinyLlama: d 2048, 5632); None = computed (ffn_hidden).
+    ffn_hidden_size: int | None = None
 
     def __post_init__(self):
         # A dict is unhashable; the frozen read-only copy keeps the config hashable (a
@@ -102,7 +105,10 @@ class ModelConfig:
     @property
     def ffn_hidden(self) -> int:
         """SwiGLU: 2/3 of 4d rounded up to a multiple, so its three matrices cost about
-        what a 4d two-matrix MLP costs. GELU and ReLU: 4d."""
+        what a 4d two-matrix MLP costs. GELU and ReLU: 4d. ffn_hidden_size, when set,
+        is the width as given."""
+        if self.ffn_hidden_size is not None:
+            return self.ffn_hidden_size
         if self.ffn == "swiglu":
             hidden = int(2 * 4 * self.d_model / 3)
             m = self.ffn_multiple_of
@@ -181,6 +187,9 @@ def validate_model(cfg: ModelConfig) -> ModelConfig:
     _check_number("ffn_multiple_of", cfg.ffn_multiple_of, minimum=1, integer=True,
                   maximum=MAX_FFN_MULTIPLE)
     _check_number("norm_eps", cfg.norm_eps, minimum=0.0, integer=False, inclusive=False)
+    if cfg.ffn_hidden_size is not None:
+        _check_number("ffn_hidden_size", cfg.ffn_hidden_size, minimum=1, integer=True,
+                      maximum=max(MAX_FFN_RATIO * cfg.d_model, 64))
     _check_ffn_hidden(cfg)
     if not isinstance(cfg.tie_embeddings, bool):
         raise ConfigError(f"tie_embeddings must be true or false, not {cfg.tie_embeddings!r}.")
@@ -251,7 +260,7 @@ def _check_ffn_hidden(cfg: ModelConfig) -> None:
     """Refuse a rounding multiple that blows the feed-forward up: at width 128 a multiple
     of a million would make every layer hold hundreds of millions of parameters."""
     limit = max(MAX_FFN_RATIO * cfg.d_model, 64)
-    if cfg.ffn == "swiglu" and cfg.ffn_hidden > limit:
+    if cfg.ffn == "swiglu" and cfg.ffn_hidden_size is None and cfg.ffn_hidden > limit:
         raise ConfigError(
             f"ffn_multiple_of = {cfg.ffn_multiple_of} rounds the SwiGLU hidden size up to "
             f"{cfg.ffn_hidden}, over its limit of {limit} ({MAX_FFN_RATIO} x d_model, at "

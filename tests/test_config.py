@@ -104,3 +104,16 @@ def test_swiglu_hidden_rounds_two_thirds_of_4d_up():
     assert ModelConfig(d_model=384, n_heads=6).ffn_hidden == 1024
     assert ModelConfig(d_model=128, ffn="gelu").ffn_hidden == 512
     assert math.isclose(TrainConfig().lr, 1e-3)
+
+
+def test_an_explicit_ffn_hidden_size_is_the_width_real_checkpoints_have():
+    from llama_core.config import validate_model
+
+    # TinyLlama-1.1B: d_model 2048, intermediate_size 5632, which 8d/3 rounding never gives.
+    cfg = validate_model(ModelConfig(d_model=2048, n_heads=32, ffn_hidden_size=5632))
+    assert cfg.ffn_hidden == 5632
+    assert model_from_dict(to_dict(cfg)) == cfg
+    assert ModelConfig(d_model=2048, n_heads=32).ffn_hidden == 5472
+    for bad in (0, 2.5, 2048 * 16 + 1):
+        with pytest.raises(ConfigError, match="ffn_hidden_size"):
+            validate_model(ModelConfig(d_model=2048, n_heads=32, ffn_hidden_size=bad))
