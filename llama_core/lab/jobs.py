@@ -41,6 +41,14 @@ or interrupted (metrics kept) in a sentence a student can act on, starts queued 
 when slots free, escalates stops (``stop_requested`` in the store, which the trainer
 checks every step and then saves; after ``stop_grace_s`` SIGTERM; after ``kill_grace_s``
 more SIGKILL) and sweeps orphans: runs marked running whose process no longer exists.
+
+Where a run trains is the one thing a cluster changes. With ``cluster`` (or
+``$LLAMA_LAB_CLUSTER``) naming a Ray cluster, the runs this manager claims -- by the same
+fair queue, caps and owners -- go to ``llama_core.lab.ray_executor.RayExecutor`` instead
+of local processes, and each round of the loop lets it write what came back into the
+store; no process is started or signalled here then. The claim is held under this
+process's pid, so the orphan sweep of a later manager still catches runs whose manager
+died.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from ..corpora import check_offered
 from ..errors import UserError
 from . import classroom
 from .store import REPO_ROOT, RunNotFound, RunStore, check_run_id, pid_alive
+from .ray_executor import cluster_address
 from .worker import ENV_NICE, ENV_THREADS, FORCED_STOP_MESSAGE, PROCESS_LOG
 
 log = logging.getLogger("llama_core.lab.jobs")
@@ -182,13 +191,15 @@ class JobManager:
                  max_concurrent: int | None = None, *, warm: bool = True,
                  warm_spares: int | None = None, poll_interval: float = 0.25,
                  stop_grace_s: float = 10.0, kill_grace_s: float = 5.0,
-                 orphan_sweep_s: float = 5.0, offered_corpora_only: bool = False):
+                 orphan_sweep_s: float = 5.0, offered_corpora_only: bool = False,
+                 cluster: str | None = None):
         self.store = RunStore(store_path)
         # A browser-facing manager (the dashboard's) trains only on the server's own
         # corpora and uploads: a path typed in a page must never reach a file.
         self.offered_corpora_only = offered_corpora_only
         self.store_path = self.store.path
-        gpus = gpu_count() if max_concurrent is None else 0
+        max_concurrent_given = max_concurrent is not None
+        gpus = gpu_count() if max_concurrent is None and not cluster_address(cluster) else 0
         if max_concurrent is None:
             max_concurrent = gpus or max(1, available_cores() // 2)
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
@@ -215,6 +226,13 @@ class JobManager:
         self._last_sweep = 0.0
         self.orphans_marked = self.store.mark_interrupted_orphans()
         self._last_sweep = time.monotonic()
+        self.cluster = None  # the executor seam: None trains in local processes
+        address = cluster_address(cluster)
+        if address is not None:
+            from .ray_executor import RayExecutor
+            self.cluster = RayExecutor(address, self.store, self.threads, stop_grace_s)
+            self.warm = False  # no local workers to keep ready
+            self._fit_cluster(max_concurrent_given)
         with self._lock:
             self._tick()
         self._thread = threading.Thread(target=self._loop, name="llama-lab-jobs",
@@ -222,8 +240,20 @@ class JobManager:
         self._thread.start()
 
     def __repr__(self) -> str:
+        where = "" if self.cluster is None else f", cluster={self.cluster.address!r}"
         return (f"JobManager({str(self.store_path)!r}, max_concurrent={self.max_concurrent}, "
-                f"threads={self.threads}, warm={self.warm})")
+                f"threads={self.threads}, warm={self.warm}{where})")
+
+    def _fit_cluster(self, max_concurrent_given: bool) -> None:
+        """Connect to the cluster now if it answers (else at the first submit), and
+        unless told otherwise run as many at once as it has room for."""
+        try:
+            self.cluster.connect()
+        except UserError as e:
+            log.warning("%s", e)
+            return
+        if not max_concurrent_given and self.cluster.slots:
+            self.max_concurrent = self.cluster.slots
 
     # -- public API --
 
@@ -240,6 +270,8 @@ class JobManager:
         if self._closing:
             raise RuntimeError("this JobManager has been shut down")
         model, train = self.admit(model_cfg, train_cfg)
+        if self.cluster is not None:
+            self.cluster.reachable()  # one sentence, nothing queued, the queue as it was
         from ..training import as_trained
         model = as_trained(model, train)
         run_id = classroom.create_run(self.store, model, train, name=name, group=group,
@@ -259,7 +291,10 @@ class JobManager:
         if on_behalf_of is not None:
             check_owner(self.store.get_run(run_id), on_behalf_of)
         status = self.store.request_stop(check_run_id(run_id))
-        if status == "running":
+        if status == "running" and self.cluster is not None:
+            with self._lock:
+                self.cluster.stop(run_id)
+        elif status == "running":
             now = time.monotonic()
             with self._lock:
                 job = self._jobs.get(run_id)
@@ -299,7 +334,7 @@ class JobManager:
     def active(self) -> list[str]:
         """Ids of the runs whose processes this manager started and that still run."""
         with self._lock:
-            return list(self._jobs)
+            return list(self._jobs) + (list(self.cluster.jobs) if self.cluster else [])
 
     def shutdown(self, stop_runs: bool = False, timeout: float = 30.0) -> None:
         """Stop the poll thread and the idle workers. Runs keep going in their own
@@ -323,6 +358,8 @@ class JobManager:
             self._spares.clear()
             for job in self._jobs.values():
                 job.close_pipes()
+            if self.cluster is not None:
+                self.cluster.shutdown(timeout)
 
     def __enter__(self) -> "JobManager":
         return self
@@ -347,6 +384,9 @@ class JobManager:
 
     def _tick(self) -> None:
         """One round: reap, escalate stops, sweep orphans, start runs, refill spares."""
+        if self.cluster is not None:
+            self._cluster_tick()
+            return
         self._reap()
         self._escalate()
         now = time.monotonic()
@@ -358,6 +398,31 @@ class JobManager:
         self._read_readiness()
         self._start_queued()
         self._refill_spares()
+
+    def _cluster_tick(self) -> None:
+        """The same round with the cluster as executor: it records what its runs
+        reported and how they ended; runs are claimed here, by the same fair queue."""
+        try:
+            self.cluster.connect()
+        except UserError:
+            return  # unreachable: the queue waits as it is
+        self.cluster.tick()
+        now = time.monotonic()
+        if now - self._last_sweep >= self.orphan_sweep_s:
+            self._last_sweep = now
+            self.store.mark_interrupted_orphans(skip_pids={os.getpid()})
+        self._start_on_cluster()
+
+    def _start_on_cluster(self) -> None:
+        """Claim queued runs for this process while slots are free; Ray trains them."""
+        if self.cluster.inbox is None:
+            return  # not connected: the queue waits as it is
+        per_owner = classroom.running_cap()
+        while not self._closing:
+            run_id = self.store.claim_next(os.getpid(), self.max_concurrent, per_owner)
+            if run_id is None:
+                return
+            self.cluster.start(run_id)
 
     def _reap(self) -> None:
         for run_id, job in list(self._jobs.items()):
@@ -445,6 +510,8 @@ class JobManager:
         return next((g for g in self._gpus if g not in used), -1)
 
     def _start_queued(self) -> None:
+        if self.cluster is not None:
+            return self._start_on_cluster()
         per_owner = classroom.running_cap()  # the teacher may edit the file at any time
         while not self._closing:
             gpu = self._free_gpu()

@@ -32,6 +32,10 @@ def add_sweep_command(sub) -> None:
     sweep.add_argument("--no-wait", action="store_true",
                        help="queue and return at once; the dashboard's job manager "
                             "(or a later sweep) runs the queue")
+    sweep.add_argument("--cluster", metavar="ADDRESS",
+                       help="train on a Ray cluster: HOST:PORT of its head node, or 'local' "
+                            "to start Ray on this machine (default: $LLAMA_LAB_CLUSTER, "
+                            "else local processes); the store stays here")
     sweep.add_argument("--db", help="run store database file")
     sweep.add_argument("--json", action="store_true")
     sweep.set_defaults(func=cmd_sweep, seed=0)
@@ -48,12 +52,13 @@ def cmd_sweep(args) -> int:
         raise UserError("Give at least one --variant key=value (or --standard).")
     seeds = list(range(args.seed, args.seed + args.seeds))
     plan = plan_sweep(args.preset, base, variants, seeds)
-    manager = JobManager(args.db, max_concurrent=args.parallel)
+    manager = JobManager(args.db, max_concurrent=args.parallel, cluster=args.cluster)
     try:
         group, ids = submit_plan(manager, plan, group=args.group)
         if not args.json:
+            where = "" if manager.cluster is None else f" on {manager.cluster.address}"
             print(f"sweep {group}: {len(ids)} runs queued ({len(plan) // len(seeds)} "
-                  f"variants x {len(seeds)} seeds, {manager.max_concurrent} at a time)",
+                  f"variants x {len(seeds)} seeds, {manager.max_concurrent} at a time{where})",
                   file=sys.stderr)
         if args.no_wait:
             if args.json:
