@@ -32,6 +32,7 @@ from .data import CharTokenizer
 from .errors import UserError
 from .memory import check_loadable, parameter_shapes
 from .model import Llama
+from .tokenizer import BytePairTokenizer, Tokenizer, tokenizer_from_json
 
 CHECKPOINT_FORMAT = "llama-lab-checkpoint-1"
 METADATA_OBJECTS = ("model_config", "train_config", "tokenizer", "state")
@@ -53,7 +54,7 @@ class CheckpointHeader:
     model_config: ModelConfig
     train_config: dict
     state: dict
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer  # CharTokenizer, or an imported model's BytePairTokenizer
     tensor_bytes: dict[str, int]  # every tensor's name -> bytes, from the header
 
     @property
@@ -63,7 +64,8 @@ class CheckpointHeader:
 
 # --- Writing --------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, model: Llama, tokenizer: CharTokenizer, train_cfg: TrainConfig,
+def save_checkpoint(path: Path, model: Llama, tokenizer: Tokenizer,
+                    train_cfg: TrainConfig | dict,
                     state: dict, optimizer: torch.optim.Optimizer | None = None,
                     generator: torch.Generator | None = None) -> Path:
     """Write the weights (and, to resume, the optimizer's moments and the RNG states) as
@@ -87,7 +89,9 @@ def save_checkpoint(path: Path, model: Llama, tokenizer: CharTokenizer, train_cf
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "model_config": json.dumps(to_dict(model.cfg)),
-        "train_config": json.dumps(to_dict(train_cfg)),
+        # A dict for an imported model: where it came from rather than how it trained.
+        "train_config": json.dumps(train_cfg if isinstance(train_cfg, dict)
+                                   else to_dict(train_cfg)),
         "tokenizer": tokenizer.to_json(),
         "state": json.dumps(state),
     }
@@ -205,12 +209,19 @@ def _expected_layout(name: str, expected: dict, rng_state: tuple):
     return None
 
 
-def _tokenizer(label: str, text: str, cfg: ModelConfig) -> CharTokenizer:
+def _tokenizer(label: str, text: str, cfg: ModelConfig) -> CharTokenizer | BytePairTokenizer:
+    """The character tokenizer of a run trained here, or the byte-pair one an imported
+    model came with (which may have fewer tokens than embedding rows, never more)."""
     try:
-        tokenizer = CharTokenizer.from_json(text)
+        tokenizer = tokenizer_from_json(text)
     except UserError:
         raise damaged(label, "its tokenizer is not a Llama Lab character "
                              "tokenizer") from None
+    if isinstance(tokenizer, BytePairTokenizer):
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise damaged(label, f"its tokenizer has {tokenizer.vocab_size} tokens but its "
+                                 f"embedding has {cfg.vocab_size} rows")
+        return tokenizer
     if tokenizer.vocab_size != cfg.vocab_size:
         raise damaged(label, f"its tokenizer has {tokenizer.vocab_size} characters but "
                              f"its embedding has {cfg.vocab_size} rows")
@@ -244,7 +255,7 @@ def read_checkpoint(path: Path, *, weights_only: bool = False
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu"
-                    ) -> tuple[Llama, CharTokenizer, dict]:
+                    ) -> tuple[Llama, Tokenizer, dict]:
     """A ready-to-use model in eval mode, its tokenizer and its metadata."""
     header, weights = read_checkpoint(path, weights_only=True)
     model = Llama(header.model_config)

@@ -65,11 +65,6 @@ class HFCheckpoint:
         kinds = sorted({DTYPE_NAMES[d] for d in self.dtypes.values()})
         return " and ".join(kinds)
 
-    def import_bytes(self) -> int:
-        """Memory an import needs: the float32 weights, and a second copy while the
-        checkpoint file is written."""
-        return 2 * self.params * 4
-
 
 def open_hf_folder(folder: str | Path, label: str | None = None) -> HFCheckpoint:
     """Check a Hugging Face Llama folder from its headers (see the module docstring)."""
@@ -81,7 +76,7 @@ def open_hf_folder(folder: str | Path, label: str | None = None) -> HFCheckpoint
         raise HFFolderError(f"{label} is not a folder; give a folder holding config.json, "
                             "the safetensors weights and tokenizer.json, or a Hugging Face "
                             "model id.")
-    hf_config = _read_json(folder / "config.json", label)
+    hf_config = read_json(folder / "config.json", label)
     cfg, notes = from_hf_config(hf_config, label)
     files = _weight_files(folder, label)
     layout: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -114,10 +109,17 @@ def open_hf_folder(folder: str | Path, label: str | None = None) -> HFCheckpoint
 
 def check_memory(ckpt: HFCheckpoint) -> None:
     """Refuse, before any tensor is read, weights that will not fit in memory as float32."""
-    need, free = ckpt.import_bytes(), mem_available()
+    check_memory_for(ckpt.config, ckpt.label)
+
+
+def check_memory_for(cfg: ModelConfig, label: str) -> None:
+    """The same check from the config alone (before a download): the float32 weights,
+    and a second copy while the checkpoint file is written."""
+    params = sum(math.prod(shape) for shape, _ in parameter_shapes(cfg).values())
+    need, free = 2 * params * 4, mem_available()
     if free is not None and need > free:
         raise HFFolderError(
-            f"{ckpt.label} has {ckpt.params / 1e9:.2f} billion parameters, which need about "
+            f"{label} has {params / 1e9:.2f} billion parameters, which need about "
             f"{human_bytes(need)} of memory to import as {LOADED_AS} but this machine has "
             f"{human_bytes(free)} free; import it on a machine with more memory.")
 
@@ -147,7 +149,7 @@ def _weight_files(folder: Path, label: str) -> dict[str, Path]:
     """Tensor name -> shard from the index, or {} for a single model.safetensors."""
     index = folder / INDEX
     if index.is_file():
-        data = _read_json(index, label, INDEX)
+        data = read_json(index, label, INDEX)
         weight_map = data.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise HFFolderError(f"{label}'s {INDEX} has no weight_map; download it again.")
@@ -178,7 +180,8 @@ def _tokenizer(folder: Path, label: str, cfg: ModelConfig):
     return tokenizer
 
 
-def _read_json(path: Path, label: str, what: str | None = None) -> dict:
+def read_json(path: Path, label: str, what: str | None = None) -> dict:
+    """A JSON object from the folder, or one sentence naming the file."""
     what = what or path.name
     if not path.is_file():
         raise HFFolderError(f"{label} has no {what}; give a folder holding config.json, the "
@@ -223,8 +226,7 @@ def write_hf_folder(state: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer,
                   str(tmp / SINGLE), metadata={"format": "pt"})
         _write_json(tmp / "generation_config.json", {
             "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
-            "pad_token_id": None, "do_sample": False,
-            "max_length": cfg.context_window})
+            "pad_token_id": None, "do_sample": False})
         if isinstance(tokenizer, CharTokenizer):
             (tmp / "tokenizer.json").write_text(char_tokenizer_json(tokenizer), encoding="utf-8")
         else:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m llama_core train|corpus|runs|sweep|classset``.
+"""The command line: ``python -m llama_core train|corpus|runs|sweep|classset|export|import``.
 
 One module per command, each adding its own subparser; this one only wires them
 together and runs the one asked for. Every subcommand can answer in JSON (``--json``)
@@ -15,6 +15,8 @@ from ...errors import UserError
 from ..plain_text import terminal_text
 from .classset import add_classset_command
 from .corpus import add_corpus_command
+from .hf_export import add_export_command
+from .hf_import import add_import_command
 from .parser import EXIT_USER_ERROR, SentenceParser
 from .runs import add_runs_command
 from .sweep import add_sweep_command
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Llama Lab: build Llama one modification at a time and train it.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add_command in (add_train_command, add_corpus_command, add_runs_command,
-                        add_sweep_command, add_classset_command):
+                        add_sweep_command, add_classset_command, add_export_command,
+                        add_import_command):
         add_command(sub)
     return parser
 
