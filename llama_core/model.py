@@ -243,6 +243,20 @@ class RoPEAtZero(RoPE):
         return freqs_cis[:length]
 
 
+class RoPEOnHuggingFaceRows(RoPE):
+    """BUG hf_without_permutation: each head's dimensions are rotated in Hugging Face's
+    row order (the even dimensions first, then the odd: what its checkpoints store for
+    rotate_half) as if they were Meta's adjacent pairs. The same arithmetic as loading
+    a Hugging Face checkpoint without transformers' permutation (hf.from_hf_rows): each
+    rotary pair mixes two dimensions the weights never paired."""
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor,
+                start_pos: int = 0) -> torch.Tensor:
+        head_dim = x.shape[-1]
+        hf_rows = torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
+        return super().forward(x[..., hf_rows.to(x.device)], freqs_cis, start_pos)
+
+
 # --- Dropout (ModelConfig.dropout) -------------------------------------------------
 
 class Dropout(nn.Dropout):
@@ -609,6 +623,7 @@ BUG_SWAPS = {
     "mask_ones": ("attention", MaskAddedAsOnes),
     "rope_at_zero": ("positions", RoPEAtZero),
     "repeat_kv_before_cache": ("attention", RepeatKVBeforeCache),
+    "hf_without_permutation": ("positions", RoPEOnHuggingFaceRows),
 }
 
 

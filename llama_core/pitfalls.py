@@ -49,7 +49,9 @@ class Pitfall:
     dropout_at_eval) and ``compare_with`` more lines for its trained comparison.
     ``breaks`` is one line for menus; ``title``, ``what`` and ``signature`` are the story
     the Pitfalls page tells; ``shift_note`` says why it moves layer-0 attention logits
-    when a prompt moves along the context (the Rotary page), if it does.
+    when a prompt moves along the context (the Rotary page), if it does. ``class_set``
+    False: the class set trains no comparison for it (a model trained from scratch with
+    it learns exactly as well; its harm is to weights trained for the other layout).
     """
 
     name: str
@@ -64,6 +66,7 @@ class Pitfall:
     correct: Mapping[str, Any] = field(default_factory=dict)
     compare_with: tuple[Mapping[str, Any], ...] = ()
     shift_note: str = ""
+    class_set: bool = True
 
     @property
     def on(self) -> dict:
@@ -193,6 +196,22 @@ PITFALLS: dict[str, Pitfall] = {p.name: p for p in [
         signature="Logits and loss are exactly right; the cache is as big as multi-head "
                   "attention's, so the memory grouped-query attention was for is never "
                   "saved."),
+    Pitfall(
+        "hf_without_permutation",
+        title="Hugging Face weights loaded without the RoPE permutation",
+        breaks="Hugging Face's query/key rows rotated as Meta's adjacent pairs, unpermuted",
+        needs=ROTARY,
+        probes=("rope_pairs",),
+        class_set=False,
+        what="Meta's code (and Llama Lab's) rotates adjacent dimensions of each head as a "
+             "pair; Hugging Face's rotate_half pairs dimension i with i + head_dim/2, so "
+             "its checkpoints store the query and key rows in that order. Loaded into "
+             "Meta-style code without transformers' permutation, every rotary pair "
+             "mixes two dimensions the weights never paired.",
+        signature="Every weight has the right name and shape and plausible values, and the "
+                  "text is gibberish: the logits are far from transformers' on the same "
+                  "file. A model trained from scratch this way learns fine; it is the "
+                  "weights trained for the other layout that break."),
 ]}
 
 # The pitfalls ModelConfig.bug switches on, each a class swapped in by model.BUG_SWAPS.
@@ -227,9 +246,10 @@ def class_set_sweeps() -> list[list[dict]]:
         sweeps.append([dict(p.correct)])
         return sweeps[-1]
 
-    for p in PITFALLS.values():
+    trained = [p for p in PITFALLS.values() if p.class_set]
+    for p in trained:
         sweep_for(p).append(p.on)
-    for p in PITFALLS.values():
+    for p in trained:
         sweep = sweep_for(p)
         sweep.extend(dict(c) for c in p.compare_with if c not in sweep)
     return sweeps

@@ -195,6 +195,39 @@ def probe_cache_size(model: Llama) -> dict:
     return _probe(held > need, held, why)
 
 
+def probe_rope_pairs(model: Llama) -> dict:
+    """Fires when the rotation moves a dimension out of its own adjacent pair (value:
+    the largest share of a unit vector's length that lands outside its pair, 0 to 1):
+    the rotary pairs are not the ones the weights are laid out for, as when Hugging
+    Face weights (rotate-half order) are loaded without transformers' permutation."""
+    cfg = model.cfg
+    if not (cfg.attention and cfg.pos == "rope") or model.freqs_cis is None:
+        return _not_applicable("This model has no rotary embeddings to check.")
+    head_dim, T = cfg.head_dim, min(cfg.context_window, 4)
+    positions = model.layers[0].attention.positions
+    device = model.freqs_cis.device
+    units = torch.eye(head_dim, device=device)  # one unit vector per dimension, as heads
+    with torch.no_grad():
+        out = positions(units[None, :, None, :].expand(1, head_dim, T, head_dim),
+                        model.freqs_cis, 0)[0].float()
+    pair = torch.arange(head_dim, device=device) // 2
+    outside = (pair[:, None] != pair[None, :]).float()[:, None, :]  # (dimension in, 1, out)
+    leaked = (out.pow(2) * outside).sum(-1).sqrt()  # (dimension in, position)
+    share = float(leaked.max())
+    first = int(leaked.amax(dim=1).argmax())
+    if share > 1e-6:
+        lands = (out[first].pow(2).sum(0) > 1e-6).nonzero().flatten().tolist()
+        why = (f"Rotating dimension {first} of a head moved it into dimensions "
+               f"{', '.join(map(str, lands[:4]))}, outside its pair ({first // 2 * 2}, "
+               f"{first // 2 * 2 + 1}): the rotation pairs dimensions the weights do not "
+               f"pair, as when Hugging Face's rows are loaded without the permutation, so "
+               f"attention reads positions wrong and the text is gibberish.")
+    else:
+        why = ("Every dimension stays within its adjacent pair when rotated: the rotary "
+               "pairs are Meta's, the layout Llama Lab's weights are in.")
+    return _probe(share > 1e-6, share, why)
+
+
 PROBES = {
     "future_leak": probe_future_leak,
     "dropout_at_eval": probe_dropout_at_eval,
@@ -203,6 +236,7 @@ PROBES = {
     "mask_ones": probe_mask_ones,
     "cache_drift": probe_cache_drift,
     "cache_size": probe_cache_size,
+    "rope_pairs": probe_rope_pairs,
 }
 
 

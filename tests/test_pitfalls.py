@@ -86,14 +86,16 @@ def test_the_class_set_trains_every_pitfall_against_its_correct_model():
     plan = section.plan(section.seeds)
     runs = {(r.label, r.seed): r for r in plan}
     assert len(runs) == len(plan)
-    for p in P.PITFALLS.values():
+    for p in (p for p in P.PITFALLS.values() if p.class_set):
         for changes in (p.on, p.correct, *p.compare_with):
             for seed in section.seeds:
                 model = runs[(variant_label(changes), seed)].model
                 assert all(getattr(model, k) == v for k, v in changes.items()), changes
     for sweep in P.class_set_sweeps():  # each pitfall is paired with its own correct model
         correct = sweep[0]
-        assert all(p.on in sweep for p in P.PITFALLS.values() if p.correct == correct)
+        assert all(p.on in sweep for p in P.PITFALLS.values()
+                   if p.correct == correct and p.class_set)
+        assert not any(p.on in sweep for p in P.PITFALLS.values() if not p.class_set)
 
 
 # --- Each entry's claims, measured ---------------------------------------------------
