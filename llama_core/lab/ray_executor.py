@@ -454,12 +454,20 @@ class RayExecutor:
             self.inbox.forget.remote(job.run_id)
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Runs on the cluster belong to this connection: stop them (each saves its
-        checkpoint), record how they ended, and disconnect if we connected."""
+        """Tasks on the cluster belong to this connection and end with it: a run still
+        waiting for a worker goes back to the queue (for the next manager), a training
+        one is stopped (it saves its checkpoint) and recorded; then disconnect if we
+        connected."""
         if self.inbox is not None:
-            for run_id in list(self.jobs):
-                self.store.request_stop(run_id)
-                self.stop(run_id)
+            self.drain()
+            for job in list(self.jobs.values()):
+                if job.running:
+                    self.store.request_stop(job.run_id)
+                    self.stop(job.run_id)
+                else:
+                    self.ray.cancel(job.ref, force=True)
+                    self._forget(job)
+                    self.store.set_pid(job.run_id, None)  # unclaimed: queued as before
             deadline = time.monotonic() + timeout
             while self.jobs and time.monotonic() < deadline:
                 self.tick()
