@@ -266,7 +266,7 @@ def from_hf_config(hf: Mapping, label: str = "This checkpoint") -> tuple[ModelCo
     if rope_problem:
         problems.append(rope_problem)
     if problems:
-        raise NotLlamaError(f"{label} is not a Llama Llama Lab can load: it has "
+        raise NotLlamaError(f"{label} is not a Llama that Llama Lab can load: it has "
                             f"{_and(problems)}.")
     notes = []
     context = hf.get("max_position_embeddings") or 2048

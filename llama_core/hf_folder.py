@@ -78,6 +78,7 @@ def open_hf_folder(folder: str | Path, label: str | None = None) -> HFCheckpoint
                             "model id.")
     hf_config = read_json(folder / "config.json", label)
     cfg, notes = from_hf_config(hf_config, label)
+    check_memory_for(cfg, label)  # from the config alone: nothing else is read first
     files = _weight_files(folder, label)
     layout: dict[str, tuple[tuple[int, ...], str]] = {}
     where: dict[str, Path] = {}
