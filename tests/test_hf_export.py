@@ -132,3 +132,16 @@ def test_exporting_into_a_folder_that_holds_files_is_refused(tmp_path, capsys, t
     code, _, err = cli(["export", "rnothere", "--format", "hf", str(tmp_path / "x"),
                         "--db", str(db)], capsys)
     assert code == 2 and "There is no run" in err
+
+
+def test_no_project_module_imports_transformers():
+    """transformers is what the tests compare against, never what the dashboard or the
+    library run on: no module of any layer imports it, even lazily."""
+    from test_layers import REPO, imports_of, project_modules
+
+    modules = project_modules(REPO)
+    assert "llama_core.hf" in modules and "views.attention" in modules
+    users = sorted(name for name, path in modules.items()
+                   if any(m.split(".")[0] == "transformers"
+                          for m in imports_of(name, path, modules)))
+    assert users == []
