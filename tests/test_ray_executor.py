@@ -148,6 +148,25 @@ def test_a_killed_worker_marks_its_run_interrupted_with_its_metrics(manager):
     assert manager.active() == []
 
 
+def test_shutdown_stops_training_runs_and_requeues_waiting_ones(cluster, tmp_path):
+    """Tasks end with the manager's connection: the runs training stop with their
+    checkpoints, and one still waiting for a free CPU on the cluster goes back to the
+    queue for the next manager, never lost."""
+    m = JobManager(tmp_path / "runs.db", max_concurrent=3, cluster=cluster)  # 2 CPUs
+    store = m.store
+    ids = [m.submit(MODEL, LONG, name=f"run {i}") for i in range(3)]
+    training = wait_for(lambda: [r for r in ids if store.metrics(r)] if sum(
+        bool(store.metrics(r)) for r in ids) == 2 else None, timeout=TIMEOUT,
+        what="two runs training")
+    m.shutdown()
+    waiting = next(r for r in ids if r not in training)
+    assert [store.get_run(r).status for r in training] == ["stopped", "stopped"]
+    assert all((store.runs_dir / store.get_run(r).checkpoint).is_file() for r in training)
+    run = store.get_run(waiting)
+    assert (run.status, run.pid, run.started) == ("queued", None, None)
+    assert not store.metrics(waiting)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

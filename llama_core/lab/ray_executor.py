@@ -15,6 +15,7 @@ assumed -- so everything comes back through Ray itself:
   drains it into the SQLite store, so pages and live curves work unchanged;
 - the stop flag goes the other way: ``tick`` copies the store's flag into the inbox,
   which the task reads between steps (without ever waiting for the answer);
+- the run's corpus travels as one object in Ray's object store (put once per corpus);
 - the task's return value is how the run ended, with the checkpoint's bytes, which the
   manager writes into the run's folder.
 
@@ -132,21 +133,11 @@ class RunInbox:
         self.stops.discard(run_id)
 
 
-_corpora: dict[str, Any] = {}  # per worker process: sha256 -> Corpus
-
-
-def _corpus(name: str, text: str, sha256: str):
-    """The corpus as tensors, built once per worker process for each text."""
-    if sha256 not in _corpora:
-        from ..data import Corpus
-        _corpora.clear()
-        _corpora[sha256] = Corpus.from_text(name, text)
-    return _corpora[sha256]
-
-
 class _Reporter:
     """The task's end of the inbox: reports in order, the stop flag read without
-    blocking a step (one question in flight at a time)."""
+    blocking a step (one question in flight at a time, as a future: ``ray.wait`` and
+    ``ray.get`` would count as blocking, and Ray lends a blocked task's CPU to another
+    task, which would put one run too many on a node)."""
 
     def __init__(self, ray, inbox, run_id: str):
         self.ray, self.inbox, self.run_id = ray, inbox, run_id
@@ -161,17 +152,16 @@ class _Reporter:
     def should_stop(self) -> bool:
         if self.stop:
             return True
-        if self.asked is not None:
-            ready, _ = self.ray.wait([self.asked], timeout=0)
-            if ready:
-                try:
-                    self.stop = bool(self.ray.get(self.asked))
-                except Exception:
-                    self.stop = False
-                self.asked = None
+        if self.asked is not None and self.asked.done():
+            try:
+                self.stop = bool(self.asked.result())
+            except Exception:
+                self.stop = False
+            self.asked = None
         now = time.monotonic()
         if self.asked is None and now - self.asked_at >= STOP_POLL_S:
-            self.asked, self.asked_at = self.inbox.should_stop.remote(self.run_id), now
+            self.asked = self.inbox.should_stop.remote(self.run_id).future()
+            self.asked_at = now
         return self.stop
 
     def flush(self) -> None:
@@ -183,7 +173,7 @@ class _Reporter:
                 pass
 
 
-def _train_on_cluster(run_id: str, model_dict: dict, train_dict: dict, corpus: tuple,
+def _train_on_cluster(run_id: str, model_dict: dict, train_dict: dict, corpus,
                       inbox, run_dir: str) -> dict:
     """Train one run on a cluster worker; return how it ended (with the checkpoint's
     bytes). ``run_dir`` is the manager's folder for the run, used only in messages."""
@@ -201,7 +191,7 @@ def _train_on_cluster(run_id: str, model_dict: dict, train_dict: dict, corpus: t
         reporter.put("running", {"device": str(device), "torch_version": torch.__version__,
                                  "pid": os.getpid(), "node": socket.gethostname()})
         with tempfile.TemporaryDirectory(prefix="llama-lab-") as tmp:
-            result = train(model_cfg, train_cfg, _corpus(*corpus),
+            result = train(model_cfg, train_cfg, corpus,
                            on_eval=lambda r: reporter.put("metric", r),
                            on_progress=lambda p: reporter.put("losses", p["losses"]),
                            should_stop=reporter.should_stop,
@@ -340,18 +330,21 @@ class RayExecutor:
         options = ({"num_gpus": 1, "num_cpus": 1, "max_calls": 1} if gpu
                    else {"num_cpus": train["threads"]})
         ref = self._remote_train.options(**options).remote(
-            run_id, run.model_config, train, self._corpus_ref(train["corpus"]), self.inbox,
+            run_id, run.model_config, train, self._corpus_ref(train), self.inbox,
             str(self.store.run_dir(run_id)))
         self.jobs[run_id] = _RemoteJob(run_id, ref, time.monotonic())
 
-    def _corpus_ref(self, name: str):
-        """The corpus's text in Ray's object store, put once per text."""
+    def _corpus_ref(self, train: dict):
+        """The run's corpus -- text, tokenizer and tensors, exactly as a local run loads
+        it -- in Ray's object store, put once per corpus."""
         from ..corpora import load_corpus
-        corpus = load_corpus(name)
-        if corpus.sha256 not in self._corpus_refs:
-            self._corpus_refs[corpus.sha256] = self.ray.put(
-                (corpus.name, corpus.text, corpus.sha256))
-        return self._corpus_refs[corpus.sha256]
+        tokenizer = train.get("tokenizer")
+        corpus = (load_corpus(train["corpus"]) if tokenizer in (None, "char")
+                  else load_corpus(train["corpus"], tokenizer))
+        key = (corpus.sha256, tokenizer)
+        if key not in self._corpus_refs:
+            self._corpus_refs[key] = self.ray.put(corpus)
+        return self._corpus_refs[key]
 
     def stop(self, run_id: str) -> None:
         job = self.jobs.get(run_id)
