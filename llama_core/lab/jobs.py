@@ -232,7 +232,7 @@ class JobManager:
             from .ray_executor import RayExecutor
             self.cluster = RayExecutor(address, self.store, self.threads, stop_grace_s)
             self.warm = False  # no local workers to keep ready
-            self._fit_cluster(max_concurrent_given)
+        self._max_concurrent_given = max_concurrent_given
         with self._lock:
             self._tick()
         self._thread = threading.Thread(target=self._loop, name="llama-lab-jobs",
@@ -243,17 +243,6 @@ class JobManager:
         where = "" if self.cluster is None else f", cluster={self.cluster.address!r}"
         return (f"JobManager({str(self.store_path)!r}, max_concurrent={self.max_concurrent}, "
                 f"threads={self.threads}, warm={self.warm}{where})")
-
-    def _fit_cluster(self, max_concurrent_given: bool) -> None:
-        """Connect to the cluster now if it answers (else at the first submit), and
-        unless told otherwise run as many at once as it has room for."""
-        try:
-            self.cluster.connect()
-        except UserError as e:
-            log.warning("%s", e)
-            return
-        if not max_concurrent_given and self.cluster.slots:
-            self.max_concurrent = self.cluster.slots
 
     # -- public API --
 
@@ -332,13 +321,15 @@ class JobManager:
         return False
 
     def active(self) -> list[str]:
-        """Ids of the runs whose processes this manager started and that still run."""
+        """Ids of the runs whose processes (or cluster tasks) this manager started and
+        that still run."""
         with self._lock:
             return list(self._jobs) + (list(self.cluster.jobs) if self.cluster else [])
 
     def shutdown(self, stop_runs: bool = False, timeout: float = 30.0) -> None:
         """Stop the poll thread and the idle workers. Runs keep going in their own
-        processes (they record their own end) unless ``stop_runs``."""
+        processes (they record their own end) unless ``stop_runs``. On a cluster, tasks
+        end with this connection: see ``RayExecutor.shutdown``."""
         if stop_runs:
             for run_id in self.active():
                 try:
@@ -403,9 +394,11 @@ class JobManager:
         """The same round with the cluster as executor: it records what its runs
         reported and how they ended; runs are claimed here, by the same fair queue."""
         try:
-            self.cluster.connect()
+            self.cluster.connect()  # once; then only if it was unreachable
         except UserError:
             return  # unreachable: the queue waits as it is
+        if not self._max_concurrent_given and self.cluster.slots:
+            self.max_concurrent = self.cluster.slots  # as many as the cluster has room for
         self.cluster.tick()
         now = time.monotonic()
         if now - self._last_sweep >= self.orphan_sweep_s:

@@ -321,7 +321,17 @@ class RayExecutor:
 
     def start(self, run_id: str) -> None:
         """Submit a run this manager has claimed as a Ray task asking for its threads
-        (or one GPU)."""
+        (or one GPU). A run that cannot train (its corpus gone since it was queued) is
+        recorded failed; if Ray refuses the task, the claim is given back."""
+        try:
+            self._submit(run_id)
+        except UserError as e:
+            self.store.finish_run(run_id, "failed", None, str(e))
+        except Exception:
+            self.store.set_pid(run_id, None)  # queued as before, for a later round
+            raise
+
+    def _submit(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
         train = run.train_config
         if train.get("threads") is None:
