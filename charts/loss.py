@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from charts.components import train_flops_per_token
 from charts.labels import short_label
 from charts.palette import (BASELINE_MARK, FONT_SIZE, HOVER_FORMAT, INK, LOSS_UNIT,
-                            METRICS, TRAIN_COLOUR, VAL_COLOUR, X_AXES, colour, placeholder)
+                            METRIC_UNITS, METRICS, TOKEN_LOSS_UNIT, TRAIN_COLOUR, VAL_COLOUR,
+                            X_AXES, colour, placeholder)
 from llama_core.lab.plain_text import plotly_literal
 
 HEIGHT = 460
@@ -30,7 +31,10 @@ def curve_frame(metrics: Sequence[dict] | pd.DataFrame,
     for c in cols:
         if c not in df.columns:
             df[c] = float("nan")
+    extras = df["extra"] if "extra" in df.columns else [None] * len(df)
     df = df[cols].copy()
+    df["val_bpc"] = [e.get("val_bpc") if isinstance(e, dict) else None for e in extras]
+    cols.append("val_bpc")
     for c in cols:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     df = df.sort_values("step", kind="stable").reset_index(drop=True)
@@ -41,10 +45,33 @@ def curve_frame(metrics: Sequence[dict] | pd.DataFrame,
 
 def run_series(runs: Sequence, metrics: pd.DataFrame) -> list[dict]:
     """:func:`compare_figure`'s series for ``runs``, from the run store's metrics frame
-    (every run's rows, with a ``run_id`` column): each run's curve with its FLOPs."""
-    return [{"run_id": r.id, "label": short_label(r),
-             "frame": curve_frame(metrics[metrics["run_id"] == r.id],
-                                  train_flops_per_token(r.model_config))} for r in runs]
+    (every run's rows, with a ``run_id`` column): each run's curve with its FLOPs and
+    its tokenizer. A character run stored before bits per character were reported gets
+    them from its loss (one token is one character: loss / ln 2)."""
+    out = []
+    for r in runs:
+        frame = curve_frame(metrics[metrics["run_id"] == r.id],
+                            train_flops_per_token(r.model_config))
+        tokenizer = tokenizer_of(r)
+        if tokenizer == "char":
+            frame["val_bpc"] = frame["val_bpc"].fillna(frame["val_loss"] / math.log(2))
+        out.append({"run_id": r.id, "label": short_label(r), "frame": frame,
+                    "tokenizer": tokenizer})
+    return out
+
+
+def tokenizer_of(run) -> str:
+    """A run's tokenizer setting ("char" for runs from before there was a choice)."""
+    value = (run.train_config or {}).get("tokenizer", "char")
+    return value if isinstance(value, str) else "char"
+
+
+def metric_unit(metric: str, tokenizers: Iterable[str] = ("char",)) -> str:
+    """The unit of ``metric`` for runs with these tokenizers: a loss is per character
+    only when every run reads characters."""
+    if metric != "val_bpc" and any(t != "char" for t in tokenizers):
+        return TOKEN_LOSS_UNIT
+    return METRIC_UNITS[metric]
 
 
 def downsample(df: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
@@ -134,8 +161,9 @@ def compare_figure(series: Iterable[dict], x: str = "step", metric: str = "val_l
     thinner. Trace names are the labels; each trace's ``meta`` is its run id."""
     check_axes(x, metric)
     fig = go.Figure()
-    loss_layout(fig, x, f"{METRICS[metric]} ({LOSS_UNIT})", height=HEIGHT + 40)
     series = list(series)
+    unit = metric_unit(metric, [s.get("tokenizer", "char") for s in series])
+    loss_layout(fig, x, f"{METRICS[metric]} ({unit})", height=HEIGHT + 40)
     if not series:
         return placeholder(fig, "Pick runs to compare.")
     traces = []
@@ -150,7 +178,7 @@ def compare_figure(series: Iterable[dict], x: str = "step", metric: str = "val_l
             line=dict(color=colour(i), width=6 if is_base else 3),
             marker=dict(size=9 if is_base else 6),
             opacity=1.0 if is_base or baseline is None else 0.85,
-            hovertemplate=f"%{{y:.3f}} nats/char<extra>{plotly_literal(s['label'][:40])}"
+            hovertemplate=f"%{{y:.3f}} {unit}<extra>{plotly_literal(s['label'][:40])}"
                           "</extra>",
         )))
     # Baseline last, so it is drawn on top of the others; legend keeps series order.

@@ -21,7 +21,13 @@ X_AXES: dict[str, tuple[str, str]] = {
     "flops": ("FLOPs", "training compute (FLOPs)"),
 }
 HOVER_FORMAT = {"step": ",.0f", "tokens": ",.0f", "seconds": ".1f", "flops": ".3s"}
-METRICS: dict[str, str] = {"val_loss": "validation loss", "train_loss": "training loss"}
+METRICS: dict[str, str] = {"val_loss": "validation loss", "train_loss": "training loss",
+                           "val_bpc": "validation loss"}  # the same loss, in bits per char
+# Each metric's unit. A loss is per token: per character for a character run; runs with
+# different tokenizers compare only in bits per character (log2, per character of text).
+METRIC_UNITS = {"val_loss": LOSS_UNIT, "train_loss": LOSS_UNIT,
+                "val_bpc": "bits per character"}
+TOKEN_LOSS_UNIT = "nats per token"
 BASELINE_MARK = "★"
 
 # Okabe-Ito, a palette that stays distinct for colour-blind eyes (yellow left out: it

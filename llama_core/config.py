@@ -139,6 +139,9 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     threads: int | None = None
+    # "char" (one token per character) or "bpe<N>": a byte-level byte-pair vocabulary
+    # of N tokens learned from the corpus, as real checkpoints ship (e.g. "bpe512").
+    tokenizer: str = "char"
 
 
 def _check_choice(name: str, value: Any, choices) -> None:
@@ -315,7 +318,25 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
                               f"gives Llama Lab), not {cfg.threads}.")
     if not isinstance(cfg.corpus, str) or not cfg.corpus.strip():
         raise ConfigError("corpus must name a built-in corpus or a text file.")
+    byte_pair_vocab(cfg.tokenizer)
     return cfg
+
+
+BYTE_PAIR_VOCAB = (257, 16384)  # the 256 byte symbols and at least one merge
+
+
+def byte_pair_vocab(tokenizer: str) -> int | None:
+    """The vocabulary size a ``tokenizer`` setting asks to learn ("bpe512" -> 512), None
+    for "char"; anything else is refused naming both forms."""
+    low, high = BYTE_PAIR_VOCAB
+    if tokenizer == "char":
+        return None
+    digits = tokenizer[3:] if isinstance(tokenizer, str) and tokenizer.startswith("bpe") \
+        else ""
+    if digits.isdigit() and digits.isascii() and low <= int(digits) <= high:
+        return int(digits)
+    raise ConfigError(f"tokenizer must be 'char' or 'bpe' and a vocabulary size from {low} "
+                      f"to {high:,} (e.g. 'bpe512'), not {tokenizer!r}.")
 
 
 def divisors(n: int) -> list[int]:

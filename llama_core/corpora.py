@@ -28,6 +28,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
+from .config import byte_pair_vocab
 from .data import MAX_CORPUS_BYTES, Corpus, check_size, validate_text
 from .errors import CorpusError
 
@@ -395,19 +396,27 @@ def list_corpora() -> list[CorpusInfo]:
 # --- Loading a corpus as tensors ------------------------------------------------------
 
 @functools.lru_cache(maxsize=4)
-def _load_file(name: str, path: str, mtime_ns: int, size: int) -> Corpus:
-    return Corpus.from_text(name, _read_text_file(Path(path)))
+def _load_file(name: str, path: str, mtime_ns: int, size: int, tokenizer: str) -> Corpus:
+    text = _read_text_file(Path(path))
+    vocab = byte_pair_vocab(tokenizer)
+    if vocab is None:
+        return Corpus.from_text(name, text)
+    from .tokenizer import BytePairTokenizer  # lazily: the tokenizers library
+    return Corpus.from_text(name, text, BytePairTokenizer.train_from_text(text, vocab))
 
 
-def load_corpus(name_or_path: str) -> Corpus:
-    """The corpus for a built-in name or a file, cached per (file, modification time):
-    repeated calls return the same object until the file changes."""
+def load_corpus(name_or_path: str, tokenizer: str = "char") -> Corpus:
+    """The corpus for a built-in name or a file, tokenized as ``tokenizer`` says
+    ("char", or "bpe512": a byte-pair vocabulary learned from this text), cached per
+    (file, modification time, tokenizer): repeated calls return the same object until
+    the file changes."""
+    byte_pair_vocab(tokenizer)
     name, path = corpus_path(name_or_path)
     if not path.is_file():
         _read_text_file(path)  # raises the precise error: missing, or a folder
     resolved = path.resolve()
     stat = resolved.stat()
-    return _load_file(name, str(resolved), stat.st_mtime_ns, stat.st_size)
+    return _load_file(name, str(resolved), stat.st_mtime_ns, stat.st_size, tokenizer)
 
 
 def clear_corpus_cache() -> None:

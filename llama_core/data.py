@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import CorpusError, UnknownCharactersError
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 MAX_CORPUS_BYTES = 50 * 1024 * 1024
 MIN_CORPUS_CHARS = 1_000
@@ -204,21 +209,35 @@ class Corpus:
 
     name: str
     text: str = field(repr=False)
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer  # CharTokenizer, or llama_core.tokenizer.BytePairTokenizer
     data: torch.Tensor = field(repr=False)
     train: torch.Tensor = field(repr=False)
     val: torch.Tensor = field(repr=False)
     sha256: str
+    # Validation tokens per character of validation text: 1 for characters, about 0.3
+    # for a byte-pair vocabulary. Turns a loss per token into bits per character.
+    tokens_per_char: float = 1.0
 
     @classmethod
-    def from_text(cls, name: str, text: str) -> Corpus:
-        """Validate, tokenize and split ``text``; the split is nanoGPT's, by position."""
+    def from_text(cls, name: str, text: str, tokenizer: Tokenizer | None = None
+                  ) -> Corpus:
+        """Validate, tokenize and split ``text``; the split is nanoGPT's, by position.
+        Without a ``tokenizer``, its characters are the vocabulary."""
         text = validate_text(text)
-        tokenizer = CharTokenizer.from_text(text)
+        tokenizer = tokenizer or CharTokenizer.from_text(text)
         data = tokenizer.encode_tensor(text)
         n = int(TRAIN_FRACTION * len(data))
+        val = data[n:]
+        chars = len(val) if isinstance(tokenizer, CharTokenizer) else \
+            len(tokenizer.decode(val.tolist()))
         return cls(name=name, text=text, tokenizer=tokenizer, data=data, train=data[:n],
-                   val=data[n:], sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+                   val=val, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                   tokens_per_char=len(val) / max(chars, 1))
+
+    def bits_per_char(self, loss: float) -> float:
+        """A validation loss in nats per token as bits per character, the one unit in
+        which runs with different tokenizers compare."""
+        return loss * self.tokens_per_char / math.log(2)
 
     @property
     def vocab_size(self) -> int:
@@ -238,7 +257,7 @@ class Corpus:
             n = len(self.split(name))
             if n <= context_window + 1:
                 raise CorpusError(
-                    f"The {label} split of {self.name} ({n:,} characters) is shorter than "
+                    f"The {label} split of {self.name} ({n:,} tokens) is shorter than "
                     f"the context window; use a longer text or a context_window below "
                     f"{max(n - 1, 1):,}.")
 

@@ -73,7 +73,7 @@ def as_trained(model_cfg: ModelConfig, train_cfg: TrainConfig,
     """The model config as it will train: the vocabulary size taken from the corpus,
     whose context length is checked. Recording this (not the default 65) keeps stored
     parameter and FLOP counts true; a bad corpus is refused before anything is queued."""
-    corpus = corpus or load_corpus(train_cfg.corpus)
+    corpus = corpus or load_corpus(train_cfg.corpus, train_cfg.tokenizer)
     corpus.check_context(model_cfg.context_window)
     return dataclasses.replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
 
@@ -157,7 +157,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus | None 
         torch.set_num_threads(train_cfg.threads)
     dist = Distributed.from_env(train_cfg)
     device = dist.device if dist.world > 1 else resolve_device(train_cfg.device)
-    corpus = corpus or load_corpus(train_cfg.corpus)
+    corpus = corpus or load_corpus(train_cfg.corpus, train_cfg.tokenizer)
     model_cfg = as_trained(model_cfg, train_cfg, corpus)
 
     torch.manual_seed(train_cfg.seed)  # dropout draws from the global generator
@@ -236,7 +236,7 @@ class _Loop:
                                                 context) if dist.rank == 0 else []
         self.tokens_per_step = cfg.batch_size * context
         # Samples start on a new line, or from the first character of a text without one.
-        self.sample_prompt = "\n" if "\n" in corpus.tokenizer.chars else ""
+        self.sample_prompt = "" if corpus.tokenizer.unknown("\n") else "\n"
 
         self.step, self.tokens, self.seconds_before = done_before
         self.tokens_before = self.tokens
@@ -326,6 +326,8 @@ class _Loop:
             self.on_eval({
                 "step": self.step, "tokens": self.tokens, "seconds": round(self.elapsed(), 4),
                 "train_loss": train_loss, "val_loss": self.last_val,
+                # The unit in which character and byte-pair runs compare (kept in extra).
+                "val_bpc": self.corpus.bits_per_char(self.last_val),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "grad_norm": float(self.grad_norm), "tokens_per_s": rate,
                 "sample": None if quick else self._sample(),

@@ -385,3 +385,15 @@ def test_multi_head_stays_the_default_config_and_the_llama3_preset_fills_gqa(sto
     assert at.selectbox(key="tr_kv_heads").value == 4
     assert at.selectbox(key="tr_scaling").value == "none"
     assert at.toggle(key="tr_tie").value is False
+
+
+def test_byte_pair_tokens_size_the_embedding_by_the_vocabulary_asked_for(store_dir):
+    at = open_train()
+    chars = param_rows(at)
+    tokens = at.selectbox(key="tr_tokenizer")
+    assert tokens.value == "char"
+    assert "byte pairs: 1,024 tokens learned from the corpus" in tokens.options
+    tokens.set_value("bpe1024").run()
+    assert not at.exception
+    # The tiny preset's embedding and output head: one row of 64 per token, each.
+    assert param_rows(at)["total"] == chars["total"] + 2 * (1024 - VOCAB) * 64

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from charts.components import shapes_table
+from llama_core.config import byte_pair_vocab
 from llama_core.corpora import check_offered, corpus_text
 from llama_core.data import CharTokenizer
 
@@ -16,10 +17,11 @@ def _vocab_of(name: str) -> int:
     return CharTokenizer.from_text(corpus_text(name)).vocab_size
 
 
-def corpus_vocab(name: str) -> int:
-    """Characters in an offered corpus's vocabulary (what a run's vocab_size will be).
-    A name from a page is checked before any file is opened: never a server path."""
-    return _vocab_of(check_offered(name))
+def corpus_vocab(name: str, tokenizer: str = "char") -> int:
+    """The vocabulary a run on an offered corpus will have: its characters, or the
+    byte-pair size asked for (at most that: learning stops when no pair repeats). A name
+    from a page is checked before any file is opened: never a server path."""
+    return byte_pair_vocab(tokenizer) or _vocab_of(check_offered(name))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -27,6 +27,8 @@ from ui.figures import fitted_columns
 from ui.plain_text import md_literal
 
 POLL_S = 2.0
+METRIC_PICKER = {"val_loss": "validation", "train_loss": "training",
+                 "val_bpc": "bits per character"}
 MAX_SAMPLE_COLUMNS = 3
 
 
@@ -86,6 +88,9 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
                    "they are missing from this chart.")
     st.plotly_chart(compare_figure(series, x=x, metric=metric, baseline=baseline),
                     key="cmp_chart", width="stretch")
+    if metric != "val_bpc" and len({s["tokenizer"] for s in series}) > 1:
+        st.warning("These runs read different tokens (characters and byte pairs), so "
+                   "their losses per token are not comparable; choose bits per character.")
     if any(r.active for r in runs):
         st.caption("Some runs are still training: their curves grow as you watch.")
 
@@ -170,7 +175,9 @@ x = a.segmented_control("x axis", list(X_AXES), key="x", bind="query-params",
                         format_func=lambda k: X_AXES[k][0])
 metric = b.segmented_control("Loss", list(METRICS), key="loss", bind="query-params",
                              default="val_loss", required=True,
-                             format_func=lambda k: METRICS[k].split()[0])
+                             format_func=METRIC_PICKER.get,
+                             help="Bits per character: the validation loss in the one "
+                                  "unit in which runs with different tokenizers compare.")
 pinned = st.session_state.get("baseline", st.query_params.get("baseline"))
 st.session_state["baseline"] = (pinned if pinned in chosen else
                                 default_baseline(known[r] for r in chosen))

@@ -40,6 +40,10 @@ NORM_LABELS = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm", "none": "none"}
 POS_LABELS = {"rope": "RoPE", "learned": "learned table", "none": "none"}
 FFN_LABELS = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}
 BUDGETS = {"steps": "a number of steps", "time": "a time budget"}
+TOKENIZERS = {"char": "characters: one token each",
+              "bpe512": "byte pairs: 512 tokens learned from the corpus",
+              "bpe1024": "byte pairs: 1,024 tokens learned from the corpus",
+              "bpe2048": "byte pairs: 2,048 tokens learned from the corpus"}
 
 # Control key -> config field, for every control a preset fills one to one.
 FIELDS = {
@@ -49,7 +53,7 @@ FIELDS = {
     "tr_dropout": "dropout", "tr_bug": "bug", "tr_lr": "lr", "tr_min_lr": "min_lr",
     "tr_batch": "batch_size", "tr_warmup": "warmup_steps",
     "tr_eval_interval": "eval_interval", "tr_seed": "seed",
-    "tr_kv_heads": "n_kv_heads", "tr_tie": "tie_embeddings",
+    "tr_kv_heads": "n_kv_heads", "tr_tie": "tie_embeddings", "tr_tokenizer": "tokenizer",
 }
 MODEL_DEFAULTS = dataclasses.asdict(ModelConfig())
 TRAIN_DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -248,6 +252,13 @@ def controls() -> dict:
                        help="The cosine schedule decays to this.")
         b.number_input("Warm-up steps", min_value=0, step=10, key="tr_warmup",
                        persist_state=KEEP)
+        options = list(TOKENIZERS) + [t for t in [ss["tr_tokenizer"]] if t not in TOKENIZERS]
+        st.selectbox("Tokens", options, key="tr_tokenizer", persist_state=KEEP,
+                     format_func=lambda k: TOKENIZERS.get(k, k),
+                     help="What one prediction is: a character, or a byte-pair token (a "
+                          "frequent word or word part, as real Llama checkpoints use). "
+                          "Losses per token then differ in unit: compare such runs in bits "
+                          "per character on Compare.")
         st.selectbox("Classic bug, on purpose", list(BUGS), key="tr_bug",
                      format_func=lambda k: f"{k}: {BUGS[k]}" if k != "none" else "no bug",
                      persist_state=KEEP,
@@ -393,7 +404,8 @@ model_cfg = train_cfg = None
 with right:
     st.subheader("What you are building")
     try:
-        overrides["vocab_size"] = corpus_vocab(st.session_state["tr_corpus"])
+        overrides["vocab_size"] = corpus_vocab(st.session_state["tr_corpus"],
+                                               st.session_state["tr_tokenizer"])
         model_cfg, train_cfg = build_configs(st.session_state["tr_preset"], overrides)
     except UserError as e:
         show_error(e)
