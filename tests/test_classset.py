@@ -75,7 +75,8 @@ def test_it_holds_exactly_what_todays_plan_trains(cs):
     for section, plan in classset.plan(classset.SECTIONS):
         stored = sorted((r.name, r.seed,
                          json.dumps(to_dict(model_from_dict(r.model_config)), sort_keys=True),
-                         json.dumps(r.train_config, sort_keys=True))
+                         json.dumps(to_dict(train_from_dict(r.train_config)),
+                                    sort_keys=True))
                         for r in cs.list_runs(group=section.group))
         planned = sorted((p.label, p.seed,
                           json.dumps(to_dict(as_trained(p.model, p.train)), sort_keys=True),
