@@ -112,3 +112,24 @@ def test_compare_puts_both_runs_in_bits_per_character(two_runs):
     title = plotly_specs(at)[0]["layout"]["yaxis"]["title"]["text"]
     assert title == "validation loss (nats per token)"
     assert [w for w in at.warning if "not comparable" in w.value]
+
+
+def test_a_byte_pair_run_exports_with_its_tokenizer(two_runs, tmp_path):
+    """transformers reads the exported folder with the run's own byte-pair tokenizer and
+    gives the run's logits."""
+    import torch
+    import transformers
+
+    from llama_core.lab.hf_runs import export_run
+
+    out = tmp_path / "hf"
+    export_run(two_runs.store, two_runs.pairs, out)
+    ours, tokenizer, _ = load_checkpoint(two_runs.store.checkpoint_path(two_runs.pairs))
+    theirs = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    prompt = "ROMEO:\nBut soft"  # under the 16-token context
+    ids = hf_tokenizer.encode(prompt, add_special_tokens=False)
+    assert ids == tokenizer.encode(prompt) and len(ids) < len(prompt)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        assert (theirs(x).logits - ours(x)).abs().max() < 1e-4
