@@ -53,7 +53,7 @@ def _grid_domains(n: int, gap: float) -> list[tuple[float, float]]:
     return [(i * (size + gap), i * (size + gap) + size) for i in range(n)]
 
 
-def attention_grid(maps: Sequence[np.ndarray], chars: str, title: str, *,
+def attention_grid(maps: Sequence[np.ndarray], chars: str | Sequence[str], title: str, *,
                    hide_future: bool = True, zmax: float | None = None,
                    difference: bool = False, panel_px: int | None = None,
                    show_scale: bool = True) -> go.Figure:
@@ -119,8 +119,9 @@ def map_height(length: int) -> int:
     return int(min(1050, max(560, 13 * length + 220)))
 
 
-def attention_heatmap(a: np.ndarray, chars: str, title: str, *, hide_future: bool = True,
-                      zmax: float | None = None, max_labels: int = 64,
+def attention_heatmap(a: np.ndarray, chars: str | Sequence[str], title: str, *,
+                      hide_future: bool = True, zmax: float | None = None,
+                      max_labels: int = 64,
                       height: int | None = None) -> go.Figure:
     """One head large, every character labelled (up to ``max_labels`` per axis):
     rows = query, columns = key; ``height`` defaults to :func:`map_height`. Close-ups

@@ -24,14 +24,15 @@ def visible_text(s: str) -> str:
 
 
 def char_label(c: str) -> str:
-    """A prompt's or a model's character as a Plotly label: visible, and never read as
-    Plotly markup."""
-    return plotly_literal(visible(c))
+    """A prompt's or a model's character (or a byte-pair token of several, such as
+    " the") as a Plotly label: visible, and never read as Plotly markup."""
+    return plotly_literal(visible_text(c))
 
 
-def char_ticks(chars: str, max_labels: int) -> dict:
-    """Tick positions and character labels for a T-long axis, thinned to at most
-    ``max_labels`` labels so they stay readable."""
+def char_ticks(chars, max_labels: int) -> dict:
+    """Tick positions and labels for a T-long axis, one per character of a string or
+    per token of a list of token texts, thinned to at most ``max_labels`` labels so
+    they stay readable."""
     T = len(chars)
     step = max(1, math.ceil(T / max_labels))
     vals = list(range(0, T, step))

@@ -41,7 +41,10 @@ def step_figure(run: str, prompt: str, text: str, table: pd.DataFrame,
     ``prompt``, ``table`` its per-step probabilities), titled with the run (a label,
     shortened to fit), the characters just before the step and the one drawn."""
     rows = table[table["step"] == step]
-    before = (prompt + text)[: len(prompt) + step - 1][-6:]
+    # The text before the step: the prompt and the tokens drawn so far (a character each,
+    # or a byte-pair token of several).
+    drawn_before = table[table["chosen"] & (table["step"] < step)].sort_values("step")
+    before = (prompt + "".join(drawn_before["character"]))[-6:]
     drawn = rows[rows["chosen"]]["character"].iloc[0]
     run = run if len(run) <= TITLE_CHARS else run[:TITLE_CHARS - 1] + "…"
     title = (f"{plotly_literal(run)}<br>step {step}: after "

@@ -253,7 +253,9 @@ def random_ids(vocab: int, shape, gen: torch.Generator) -> torch.Tensor:
 def _encode(model: Llama, tokenizer, prompt: str, *, keep_last: bool) -> torch.Tensor:
     if not prompt:
         raise UserError("Type at least one character of prompt.")
-    ids = list(tokenizer.encode(prompt))
+    # Token ids themselves too: a byte-pair prompt cut to the window may not decode and
+    # re-encode to the same ids.
+    ids = list(tokenizer.encode(prompt)) if isinstance(prompt, str) else list(prompt)
     cw = model.cfg.context_window
     if len(ids) > cw:
         if not keep_last:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from llama_core import inspect as I
+from llama_core.data import CharTokenizer
 from llama_core.errors import UnknownCharactersError, UserError
 from llama_core.model import Llama, check_sampling, eval_mode
 
@@ -28,6 +29,22 @@ def check_prompt(tokenizer, prompt: str) -> None:
     unknown = tokenizer.unknown(prompt)
     if unknown:
         raise UnknownCharactersError(unknown)
+
+
+def fit_tokens(tokenizer, prompt: str, context_window: int
+               ) -> tuple[list[int], list[str], bool]:
+    """The prompt as the model reads it, token by token: its last ``context_window``
+    token ids, each token's text (a character, or a byte-pair token such as " the") for
+    the axes, and whether it was cut."""
+    ids = list(tokenizer.encode(prompt))
+    cut = len(ids) > context_window
+    ids = ids[-context_window:]
+    return ids, [tokenizer.token_text(i) for i in ids], cut
+
+
+def token_unit(tokenizer) -> str:
+    """What one token of this tokenizer is called in the pages' sentences."""
+    return "characters" if isinstance(tokenizer, CharTokenizer) else "tokens"
 
 
 def fit_prompt(prompt: str, context_window: int) -> tuple[str, bool]:
@@ -74,6 +91,8 @@ class AttentionResult:
 
     text: str               # the characters the model read (the prompt, maybe cut)
     truncated: bool
+    tokens: list[str]       # each position's token as text, for the axes (len T)
+    unit: str               # what a token is called: "characters" or "tokens"
     maps: list[np.ndarray]  # one (H, T, T) float32 array per layer, rows = queries
     entropy: np.ndarray     # (layers, heads), nats
     distance: np.ndarray    # (layers, heads), positions
@@ -88,9 +107,10 @@ def attention_for(model: Llama, tokenizer, prompt: str) -> AttentionResult:
     if not model.cfg.attention:
         raise UserError("This run has no attention layers (attention=false), so there "
                         "are no attention maps to draw; pick a run with attention.")
-    text, cut = fit_prompt(prompt, model.cfg.context_window)
-    maps = I.attention_maps(model, tokenizer, text)
-    return AttentionResult(text, cut, maps, I.attention_entropy(maps),
+    ids, tokens, cut = fit_tokens(tokenizer, prompt, model.cfg.context_window)
+    maps = I.attention_maps(model, tokenizer, ids)
+    return AttentionResult(tokenizer.decode(ids), cut, tokens, token_unit(tokenizer), maps,
+                           I.attention_entropy(maps),
                            I.mean_attended_distance(maps), I.future_attention_mass(maps))
 
 
@@ -135,5 +155,5 @@ def _step_rows(tokenizer, step: int, probs: torch.Tensor, chosen: int,
     pairs = list(zip(listed, values.tolist()))
     if chosen not in listed:
         pairs.append((chosen, float(probs[chosen])))
-    return [(step, rank, tokenizer.decode([i]), p, i == chosen)
+    return [(step, rank, tokenizer.token_text(i), p, i == chosen)
             for rank, (i, p) in enumerate(pairs, start=1)]

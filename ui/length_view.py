@@ -9,6 +9,7 @@ import streamlit as st
 
 from llama_core.corpora import load_corpus
 from llama_core.errors import UserError
+from llama_core.lab.hf_runs import imported_from
 from llama_core.lab.store import Run
 from llama_core.lengths import length_losses
 from ui.checkpoints import checkpoint_file, inspectable_runs, load_run, torch_turn
@@ -34,4 +35,8 @@ def length_frame(run: Run, factor: int) -> pd.DataFrame:
     path = checkpoint_file(run)
     if path is None:
         raise UserError(f"Run {run.id} has no checkpoint any more (deleted?); pick another.")
+    if imported_from(run):
+        raise UserError(f"Run {run.id} was imported, not trained here, so it has no "
+                        "held-out text of its own to read at longer lengths; pick a run "
+                        "trained here.")
     return _losses(str(path), path.stat().st_mtime_ns, run.id, int(factor))

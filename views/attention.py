@@ -56,9 +56,9 @@ if not results:
 
 for run, cfg, res in results.values():
     if res.truncated:
-        st.info(f"The prompt has {len(prompt)} characters but {run.id} reads at most "
-                f"{cfg.context_window}, so its maps show the last {cfg.context_window} "
-                f"characters: “{md_literal(res.text)}”.")
+        st.info(f"The prompt is longer than the {cfg.context_window} {res.unit} {run.id} "
+                f"reads at most, so its maps show the last {cfg.context_window} "
+                f"{res.unit}: “{md_literal(res.text)}”.")
 
 items = list(results.values())
 zmax = shared_zmax([res.maps for _, _, res in items])  # one colour scale for every map
@@ -68,7 +68,7 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
         st.subheader(md_literal(short_label(run)))
         st.caption(describe(cfg))
         fig = attention_grid(
-            res.maps, res.text, f"{run.id}: every layer and head",
+            res.maps, res.tokens, f"{run.id}: every layer and head",
             hide_future=mask_holds(cfg), zmax=zmax,
             show_scale=i == len(items) - 1,  # one scale serves both runs
             panel_px=panel_size(cfg.n_heads, len(items)))
@@ -89,7 +89,7 @@ if len(items) == 2:
         st.info(f"The two runs have different shapes ({cfg_a.n_layers} layers × "
                 f"{cfg_a.n_heads} heads against {cfg_b.n_layers} × {cfg_b.n_heads}), so "
                 "there is no head-by-head difference to draw.")
-    elif a.text != b.text:
+    elif a.tokens != b.tokens:
         st.info("The two runs read different parts of the prompt (their context windows "
                 "differ), so their maps cannot be subtracted; shorten the prompt to "
                 f"{min(cfg_a.context_window, cfg_b.context_window)} characters.")
@@ -98,7 +98,7 @@ if len(items) == 2:
         st.caption("Red: the first run attends more; blue: the second run attends more. "
                    "Same prompt, same layer and head.")
         st.plotly_chart(attention_grid(
-            diff, a.text, f"{run_a.id} − {run_b.id}: difference in attention probability",
+            diff, a.tokens, f"{run_a.id} − {run_b.id}: difference in attention probability",
             difference=True,
             panel_px=panel_size(cfg_a.n_heads, 1)),
             key="attention_difference", width="stretch")
@@ -109,7 +109,7 @@ layer = c1.selectbox("Layer", range(max(c.n_layers for _, c, _ in items)),
                      key="attention_layer")
 head = c2.selectbox("Head", range(max(c.n_heads for _, c, _ in items)),
                     key="attention_head")
-close_up_px = map_height(max(len(res.text) for _, _, res in items))  # one size for both
+close_up_px = map_height(max(len(res.tokens) for _, _, res in items))  # one size for both
 columns = st.columns(len(items))
 for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
     with col:
@@ -118,7 +118,7 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
                     "smaller layer or head.")
             continue
         st.plotly_chart(attention_heatmap(
-            res.maps[layer][head], res.text, f"{run.id}: layer {layer}, head {head}",
+            res.maps[layer][head], res.tokens, f"{run.id}: layer {layer}, head {head}",
             hide_future=mask_holds(cfg), zmax=zmax,
             max_labels=64 if len(items) == 1 else 32, height=close_up_px),
             key=f"attention_head_{i}", width="stretch")
@@ -126,7 +126,7 @@ for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
 st.subheader("What each head does, in numbers")
 labels = {short_label(run): res for run, _, res in items}
 # The dashed lines: uniform attention over the keys a query can see.
-reference = uniform_references([(len(res.text), mask_holds(cfg))
+reference = uniform_references([(len(res.tokens), mask_holds(cfg))
                                 for _, cfg, res in items])
 for col, (stat, title, axis, caption) in zip(st.columns(2), HEAD_STATISTICS):
     with col:

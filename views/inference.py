@@ -112,7 +112,7 @@ else:
     speed = None
     with user_errors():
         check_prompt(tokenizer, prompt)
-        room = most_new_tokens(model, len(prompt))
+        room = most_new_tokens(model, len(tokenizer.encode(prompt)))
         if room < 2:
             raise UserError(f"The prompt leaves {room} position(s) of the context window "
                             f"({cfg.context_window}); use a shorter prompt.")

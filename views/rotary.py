@@ -19,7 +19,7 @@ from ui.errors import each_run, user_errors
 from ui.figures import show_chart
 from ui.llama_parts import LLAMA3_HIGH, LLAMA3_LOW, scaling_dict
 from ui.length_view import WINDOWS, length_frame
-from ui.inspect_compute import check_prompt, fit_prompt
+from ui.inspect_compute import check_prompt, fit_tokens, token_unit
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_trained_run
 
@@ -215,12 +215,13 @@ if not prompt:
 with user_errors():
     check_prompt(tokenizer, prompt)
     longest = max(1, cfg.context_window // 2)
-    text, cut = fit_prompt(prompt, longest)
+    ids, tokens, cut = fit_tokens(tokenizer, prompt, longest)
+    unit, text = token_unit(tokenizer), tokenizer.decode(ids)
     if cut:
         st.info(f"The prompt and its shift must fit {run.id}'s context window of "
                 f"{cfg.context_window} positions, so the check uses its last {longest} "
-                f"characters: “{md_literal(text)}”.")
-    most = cfg.context_window - len(text)
+                f"{unit}: “{md_literal(text)}”.")
+    most = cfg.context_window - len(tokens)
     if most < 1:
         st.info(f"{run.id}'s context window of {cfg.context_window} leaves no room to "
                 "move a prompt.")
@@ -229,7 +230,7 @@ with user_errors():
                       max(1, min(8, most)), key="rotary_shift", disabled=most < 2)
     shift = min(shift, most)
     with torch_turn():
-        result = I.rope_invariance(model, tokenizer.encode(text), shift)
+        result = I.rope_invariance(model, ids, shift)
     st.metric(f"Largest change of any layer-0 attention logit, all {cfg.n_heads} heads",
               f"{result.max_abs_diff:.1e} logits")
     shift_note = pitfall.shift_note if pitfall else ""
@@ -243,10 +244,10 @@ with user_errors():
     else:
         verdict = "not 0: learned positions make the logits depend on absolute position"
     prefix = tokenizer.decode(result.prefix_ids)
-    st.caption(f"The prompt at positions 0–{len(text) - 1}, then after {shift} random "
-               f"characters (“{md_literal(prefix)}”) at positions "
-               f"{shift}–{shift + len(text) - 1}."
+    st.caption(f"The prompt at positions 0–{len(tokens) - 1}, then after {shift} random "
+               f"{unit} (“{md_literal(prefix)}”) at positions "
+               f"{shift}–{shift + len(tokens) - 1}."
                f" The change is {verdict}.")
     head = st.columns([1, 3])[0].selectbox("Head", range(cfg.n_heads), key="rotary_head")
-    st.plotly_chart(logit_pair(result.base[head], result.moved[head], text, shift,
+    st.plotly_chart(logit_pair(result.base[head], result.moved[head], tokens, shift,
                                       head), key="rotary_logits", width="stretch")
