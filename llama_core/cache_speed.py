@@ -3,7 +3,7 @@
 Without a cache every new token reruns the whole text so far; with one, the prompt is
 read once (prefill) and each later step reads only its new token (decode), attending to
 the keys and values kept from before. ``cache_speed`` times the same greedy generation
-both ways, step by step, so a page can draw tokens per second against how many tokens
+(``generate.timed_generate``) both ways, step by step, so a page can draw tokens per second against how many tokens
 have been generated, give prefill and decode time apart, and check that both ways wrote
 the same ids. Past the context window every step reruns the window anyway, so lengths
 stop at the window.
@@ -11,7 +11,6 @@ stop at the window.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ import pandas as pd
 import torch
 
 from .errors import UserError
+from .generate import timed_generate
 from .model import Llama, eval_mode
 
 MODES = {True: "with the KV cache", False: "without a cache"}
@@ -49,17 +49,6 @@ def most_new_tokens(model: Llama, prompt_len: int) -> int:
     return model.cfg.context_window - prompt_len
 
 
-def _one_pass(model: Llama, idx: torch.Tensor, new_tokens: int, use_cache: bool
-              ) -> tuple[list[int], np.ndarray]:
-    """Greedy ids drawn and the seconds from the start to the end of each step."""
-    drawn, marks = [], []
-    start = time.perf_counter()
-    for next_id, _ in model.sample_steps(idx, new_tokens, 0.0, None, None, use_cache):
-        drawn.append(int(next_id[0, 0]))
-        marks.append(time.perf_counter() - start)
-    return drawn, np.array(marks)
-
-
 @torch.no_grad()
 def cache_speed(model: Llama, prompt_ids: list[int], new_tokens: int,
                 repeats: int = 3) -> CacheSpeed:
@@ -82,9 +71,9 @@ def cache_speed(model: Llama, prompt_ids: list[int], new_tokens: int,
     with eval_mode(model):
         for _ in range(max(1, repeats)):
             for use_cache in (True, False):
-                drawn, marks = _one_pass(model, idx, new_tokens, use_cache)
-                ids[use_cache] = drawn
-                best[use_cache] = np.minimum(best.get(use_cache, marks), marks)
+                run = timed_generate(model, idx, new_tokens, use_cache)
+                ids[use_cache] = run.ids[0, len(prompt_ids):].tolist()
+                best[use_cache] = np.minimum(best.get(use_cache, run.marks), run.marks)
     rows, parts = [], []
     for use_cache, marks in best.items():
         n = np.arange(1, new_tokens + 1)

@@ -1,7 +1,7 @@
-"""Text in, text out: a trained model continues a prompt, one character at a time.
+"""Text in, text out: a trained model continues a prompt, one token at a time.
 
-``Llama.generate`` works on token ids; this is the same draw seen through the
-character tokenizer, reproducible from a seed. Training uses it for the samples at each
+``Llama.generate`` works on token ids; this is the same draw seen through the run's
+tokenizer (characters, or byte pairs), reproducible from a seed. Training uses it for the samples at each
 evaluation, the pages for what a run writes. ``timed_generate`` measures the same loop
 with and without the KV cache, prefill and decode apart (the Inference page and
 benchmarks/bench_generate.py).
@@ -12,16 +12,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .data import CharTokenizer
 from .model import Llama, check_sampling, eval_mode
+from .tokenizer import Tokenizer
 
 
-def generate_text(model: Llama, tokenizer: CharTokenizer, prompt: str, max_new_chars: int,
+def generate_text(model: Llama, tokenizer: Tokenizer, prompt: str, max_new_chars: int,
                   temperature: float = 0.8, top_k: int | None = None, seed: int = 0,
                   use_cache: bool = True) -> str:
-    """Continue ``prompt`` by ``max_new_chars`` characters; the same seed gives the same
+    """Continue ``prompt`` by ``max_new_chars`` tokens (characters, for a character
+    model); the same seed gives the same
     text, with or without the KV cache. Unknown characters in the prompt raise
     UnknownCharactersError naming them; an empty prompt starts from the vocabulary's
     first character, which is not returned."""
@@ -38,12 +40,20 @@ def generate_text(model: Llama, tokenizer: CharTokenizer, prompt: str, max_new_c
 @dataclass(frozen=True)
 class TimedGeneration:
     """One generation and where its time went. ``prefill_s`` is the first step (the
-    prompt read, the first token drawn), ``decode_s`` every later step, in seconds."""
+    prompt read, the first token drawn), ``decode_s`` every later step, in seconds;
+    ``marks`` the seconds from the start to the end of each step."""
 
     ids: torch.Tensor  # (B, T + new_tokens): the prompt and what was drawn
     new_tokens: int
-    prefill_s: float
-    decode_s: float
+    marks: np.ndarray
+
+    @property
+    def prefill_s(self) -> float:
+        return float(self.marks[0])
+
+    @property
+    def decode_s(self) -> float:
+        return float(self.marks[-1] - self.marks[0])
 
     @property
     def seconds(self) -> float:
@@ -80,6 +90,6 @@ def timed_generate(model: Llama, idx: torch.Tensor, max_new_tokens: int,
                                              generator, use_cache):
             drawn.append(next_id)
             sync()
-            marks.append(time.perf_counter())
+            marks.append(time.perf_counter() - start)
     return TimedGeneration(torch.cat([idx, *drawn], dim=1), max_new_tokens,
-                           marks[0] - start, marks[-1] - marks[0])
+                           np.array(marks))
