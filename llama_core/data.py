@@ -14,15 +14,15 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import CorpusError, UnknownCharactersError
 
-if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
+# ``Tokenizer`` in the annotations below is llama_core.tokenizer's interface; it is not
+# imported, since tokenizer.py imports this module (CharTokenizer) and the layers check
+# (tests/test_layers.py) allows no import loop, not even one for type checkers.
 
 MAX_CORPUS_BYTES = 50 * 1024 * 1024
 MIN_CORPUS_CHARS = 1_000
