@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from llama_core.lab.store import COMPLETED
 from llama_core.lab.sweeps import BASELINE
 from llama_core.pitfalls import LEAKY_BUGS
 
@@ -48,7 +49,7 @@ def summary_frame(rows: list[dict], runs: Sequence) -> pd.DataFrame:
     stopped, with a loss) give times and speeds."""
     by_label: dict[str, list] = {}
     for r in runs:
-        if r.status in ("finished", "stopped") and r.final_val_loss is not None:
+        if r.status in COMPLETED and r.final_val_loss is not None:
             by_label.setdefault(r.name, []).append(r)
     base_params = next((row["params"] for row in rows if row["variant"] == BASELINE), None)
     out = []

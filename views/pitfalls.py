@@ -29,7 +29,7 @@ from llama_core.model import Llama
 from llama_core.pitfalls import PITFALLS, Pitfall
 from llama_core.probes import (PROBES, probe_dropout_at_eval, probe_mask_ones,
                                probe_rope_off_by_one)
-from llama_core.lab.store import ACTIVE
+from llama_core.lab.store import ACTIVE, COMPLETED
 from charts.bands import band_figure, seed_bands, seed_curves
 from charts.verdicts import summary_display, summary_frame
 from ui import state
@@ -221,7 +221,7 @@ def probe_trained(runs: list, key: str) -> None:
     """The probe on each finished live run that kept a checkpoint."""
     probe = PITFALLS[key].probes[0]
     for r in runs:
-        if r.status not in ("finished", "stopped") or checkpoint_file(r) is None:
+        if r.status not in COMPLETED or checkpoint_file(r) is None:
             continue
         try:
             model, _, _ = load_run(r)  # the server's one checkpoint cache

@@ -24,6 +24,7 @@ from charts.room import (FINDINGS_VARIANT, ROOM_WIDTHS, brief, findings_figure,
 from llama_core.errors import UserError
 from llama_core.lab import classroom
 from llama_core.lab.report import comparison_html, loss_figure
+from llama_core.lab.store import COMPLETED
 from ui import state
 from ui.errors import user_errors
 from ui.figures import fitted_columns, show_table
@@ -89,7 +90,7 @@ st.subheader("What did the class find?")
 st.caption("Runs with the same settings (seed aside) are one variant, whatever their "
            "names: two runs both named “baseline” with different settings are two "
            "variants. The baseline is the all-Llama variant.")
-finished = [r for r in store.list_runs(status=("finished", "stopped"))
+finished = [r for r in store.list_runs(status=COMPLETED)
             if r.final_val_loss is not None]
 if not finished:
     st.info("Once runs finish, their final losses are pooled here, one distribution per "

@@ -30,6 +30,7 @@ from typing import Any
 from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig, is_llama
 from ..presets import PRESETS, build_configs
 from ..errors import ConfigError, UserError
+from .store import COMPLETED
 
 ENV_CLASSROOM = "LLAMA_LAB_CLASSROOM"
 UPLOADS = "uploads"  # in [classroom] corpora: students may train on texts they upload
@@ -391,7 +392,7 @@ def class_findings(runs) -> list[dict]:
     for drawing every run as a dot."""
     from .sweeps import BASELINE, summarize
     done = [r for r in runs
-            if r.status in ("finished", "stopped") and r.final_val_loss is not None]
+            if r.status in COMPLETED and r.final_val_loss is not None]
     members: dict[str, list] = {}
     for run in done:
         members.setdefault(variant_key(run), []).append(run)

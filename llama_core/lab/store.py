@@ -68,6 +68,8 @@ SCHEMA_TABLE = "llama_lab_schema"  # marks a database as ours
 STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted", "diverged")
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "stopped", "failed", "interrupted", "diverged")
+# Ended with its numbers and model intact: trained to the end, or stopped and saved there.
+COMPLETED = ("finished", "stopped")
 RUN_ID_RE = re.compile(r"^[a-z0-9-]{1,40}$")
 # A run holds one of the limited slots from the moment a process claims it until it ends;
 # a queued run nobody has claimed yet is waiting for one.

@@ -17,6 +17,7 @@ from ..config import ModelConfig, TrainConfig
 from ..presets import build_configs
 from ..errors import UserError
 from ..stats import Interval, mean_ci, paired_difference, verdict
+from .store import COMPLETED
 
 BASELINE = "baseline"
 
@@ -155,7 +156,7 @@ def summarize(runs, metric: str = "final_val_loss") -> list[dict]:
     params: dict[str, int | None] = {}
     for run in runs:
         value = run.get(metric)
-        if value is None or run.get("status") not in ("finished", "stopped"):
+        if value is None or run.get("status") not in COMPLETED:
             continue
         by_label.setdefault(run.get("name"), {})[run.get("seed")] = value
         params[run.get("name")] = run.get("params")

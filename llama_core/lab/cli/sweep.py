@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ...errors import UserError
+from ..store import COMPLETED
 from ..sweeps import (STANDARD_VARIANTS, parse_variant, plan_sweep, submit_plan, summarize,
                       variants_for, wait_for)
 from .output import print_result, print_table, say
@@ -77,7 +78,7 @@ def cmd_sweep(args) -> int:
         manager.shutdown()
     runs = [manager.store.get_run(r) for r in ids]
     rows = summarize(runs)
-    failed = [r for r in runs if r.status not in ("finished", "stopped")]
+    failed = [r for r in runs if r.status not in COMPLETED]
     if args.json:
         print_result({"group": group, "run_ids": ids, "summary": rows,
                       "not_finished": {r.id: r.error or r.status for r in failed}}, True)
