@@ -199,6 +199,17 @@ def test_an_unreachable_cluster_refuses_new_runs_and_keeps_the_queue(cluster, tm
                  "--db", str(db)]) == 2
 
 
+def test_an_address_that_names_no_port_is_one_sentence(tmp_path):
+    m = JobManager(tmp_path / "runs.db", max_concurrent=1, cluster="head-node")
+    try:
+        with pytest.raises(ClusterUnavailable, match="not a Ray cluster address; give "
+                                                     "HOST:PORT"):
+            m.submit(MODEL, LONG)
+        assert m.store.list_runs() == []
+    finally:
+        m.shutdown()
+
+
 def test_without_ray_a_cluster_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets uninstalled
     m = JobManager(tmp_path / "runs.db", max_concurrent=1, cluster="local")

@@ -19,6 +19,11 @@ assumed -- so everything comes back through Ray itself:
 - the task's return value is how the run ended, with the checkpoint's bytes, which the
   manager writes into the run's folder.
 
+Ray keeps a CPU task's worker process for later tasks, so a run on the cluster does not
+pay Python's and PyTorch's start-up again; that is safe because ``train`` sets every
+seed and the thread count itself (the same seeds give the local executor's numbers bit
+for bit). A GPU task gets a fresh process (``max_calls=1``), so CUDA memory is returned.
+
 If the task's worker process is killed, or its node is lost, Ray fails the task (never
 retried: a run is not silently trained twice) and the run is recorded interrupted with
 the metrics that reached the store. A stop that the run does not obey within
