@@ -265,6 +265,10 @@ def from_hf_config(hf: Mapping, label: str = "This checkpoint") -> tuple[ModelCo
     theta, scaling, rope_problem = _rope(hf)
     if rope_problem:
         problems.append(rope_problem)
+    eps = hf.get("rms_norm_eps", 1e-6)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
+            math.isfinite(eps) and eps > 0):
+        problems.append(f"an rms_norm_eps of {str(eps)[:40]!r}")
     if problems:
         raise NotLlamaError(f"{label} is not a Llama that Llama Lab can load: it has "
                             f"{_and(problems)}.")
@@ -281,7 +285,7 @@ def from_hf_config(hf: Mapping, label: str = "This checkpoint") -> tuple[ModelCo
         vocab_size=hf["vocab_size"], context_window=context, d_model=d,
         n_layers=hf["num_hidden_layers"], n_heads=heads,
         n_kv_heads=None if kv == heads else kv,
-        rope_theta=float(theta), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(theta), norm_eps=float(eps),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         rope_scaling=scaling)
     if cfg.ffn_hidden != hf["intermediate_size"]:
