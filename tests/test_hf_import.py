@@ -197,8 +197,11 @@ def test_a_model_larger_than_memory_is_refused_before_anything_is_read(tmp_path,
 
 
 def test_a_hub_id_offline_is_one_sentence(tmp_path, capsys, monkeypatch):
+    # huggingface_hub's own offline switch (read from HF_HUB_OFFLINE when it is first
+    # imported, so set on the module too): no test ever reaches the network.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
     code, _, err = import_cli(["HuggingFaceTB/SmolLM2-135M", "--db",
                                str(tmp_path / "l.db")], capsys)
     assert code == 2 and "could not be downloaded" in err
