@@ -260,3 +260,48 @@ def test_the_pitfall_is_an_import_without_the_permutation(tmp_path, tokenizer):
         assert (careless(ids) - theirs).abs().max() > 1.0
         assert torch.allclose(buggy(ids), careless(ids), atol=1e-4)
     assert probe_rope_pairs(buggy)["fired"] and not probe_rope_pairs(correct)["fired"]
+
+
+# --- The real targets' shapes, without their weights -----------------------------------
+
+REAL_CONFIGS = {  # the fields of their released config.json that shape the model
+    "SmolLM2-135M": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                         max_position_embeddings=8192, rope_theta=100000.0,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True),
+    "TinyLlama-1.1B": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                           num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
+                           max_position_embeddings=2048, rope_theta=10000.0,
+                           rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "Llama-3.2-1B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         max_position_embeddings=131072, rope_theta=500000.0,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True,
+                         rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                       "original_max_position_embeddings": 8192}),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_CONFIGS))
+def test_a_real_targets_config_gives_transformers_weight_names_and_shapes(name):
+    """Built on the meta device (no memory): every weight transformers' LlamaForCausalLM
+    has for the released config, Llama Lab's model has under the mapped name with the
+    same shape, and the parameter counts agree."""
+    from llama_core.memory import parameter_count, parameter_shapes
+
+    fields = REAL_CONFIGS[name]
+    cfg, notes = hf.from_hf_config({"model_type": "llama", "hidden_act": "silu",
+                                    **json.loads(json.dumps(fields))}, name)
+    assert cfg.ffn_hidden == fields["intermediate_size"] and cfg.kv_heads == fields[
+        "num_key_value_heads"]
+    assert bool(notes) == (fields["max_position_embeddings"] > hf.MAX_CONTEXT)
+    with torch.device("meta"):
+        theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **json.loads(json.dumps(fields))))
+    their_shapes = {n: tuple(p.shape) for n, p in theirs.named_parameters()}
+    ours = {n: shape for n, (shape, _) in parameter_shapes(cfg).items()}
+    names = hf.hf_names(cfg)
+    assert set(names.values()) == set(their_shapes)  # a tied head is one parameter in both
+    assert all(their_shapes[names[n]] == shape for n, shape in ours.items())
+    assert parameter_count(cfg) == sum(p.numel() for p in theirs.parameters())
