@@ -1,5 +1,6 @@
-"""Runs and sweeps on a real Ray cluster, started once for this module on the loopback
-address with two CPUs (no mock): the store on this side gets every metric while the runs
+"""Runs and sweeps on a real Ray cluster, started once for this module on this machine
+with two CPUs, asked for 127.0.0.1 (Ray 2.60 advertises the machine's own address for
+it), no mock: the store on this side gets every metric while the runs
 train, Stop and a killed worker end runs as they would locally, an unreachable cluster
 refuses new runs, and a paired sweep on the cluster gives the local executor's numbers
 bit for bit. Timings are printed, never asserted: the machine is shared.
@@ -8,10 +9,11 @@ bit for bit. Timings are printed, never asserted: the machine is shared.
 from __future__ import annotations
 
 import os
+import json
 import signal
 import socket
+import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -61,29 +63,30 @@ def manager(cluster, tmp_path):
 
 def test_sweep_on_the_cluster_is_live_and_matches_the_local_executor(cluster, tmp_path):
     """Four tiny runs (baseline and one variant, two seeds) through the command line's
-    --cluster: metrics reach the store while they train, each run ends with its metrics,
-    samples, step losses and checkpoint on this side, and the same seeds trained by the
-    local executor give the same numbers bit for bit."""
+    --cluster, in a process of its own that joins the cluster as a second driver would:
+    metrics reach the store while they train, each run ends with its metrics, samples,
+    step losses and checkpoint on this side, and the same seeds trained by the local
+    executor give the same numbers bit for bit."""
     db = tmp_path / "cluster.db"
     args = ["sweep", *sum((["--set", s] for s in SWEEP_SET), []), "--steps", str(SWEEP_STEPS),
             "--variant", "norm=layernorm", "--seeds", "2", "--parallel", "2",
             "--cluster", cluster, "--db", str(db), "--json"]
-    codes: list[int] = []
     t0 = time.monotonic()
-    sweep = threading.Thread(target=lambda: codes.append(main(args)))
-    sweep.start()
-    wait_for(db.exists, what="the sweep's store")
+    sweep = subprocess.Popen([sys.executable, "-m", "llama_core", *args], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: db.exists() or sweep.poll() is not None, what="the sweep's store")
     store = RunStore(db)
     live = []  # (run id, step losses stored, metric rows stored) seen while running
-    while sweep.is_alive():
+    while sweep.poll() is None:
         for run in store.list_runs(status="running"):
             losses, metrics = store.step_losses(run.id), store.metrics(run.id)
             if losses and store.get_run(run.id).status == "running":
                 live.append((run.id, len(losses), len(metrics)))
         time.sleep(0.02)
-    sweep.join()
+    out, err = sweep.communicate()
     print(f"\nsweep of four runs on the cluster: {time.monotonic() - t0:.1f} s")
-    assert codes == [0]
+    assert sweep.returncode == 0, err[-2000:]
+    assert json.loads(out)["not_finished"] == {}
     runs = store.list_runs(oldest_first=True)
     assert len(runs) == 4 and len({r.group for r in runs}) == 1
     assert live, "no step loss reached the store while a run was training"

@@ -290,13 +290,15 @@ class RayExecutor:
                          log_to_driver=False, runtime_env=env,
                          _node_ip_address="127.0.0.1")
             else:
+                _send_token_if_any()
                 try:
                     ray.init(address=self.address, log_to_driver=False, runtime_env=env)
                 except Exception as e:
                     raise ClusterUnavailable(
                         f"Could not join the Ray cluster at {self.address} ({_first_line(e)})"
-                        "; no new run was queued (is this machine part of the cluster? "
-                        "run `ray start --address=HEAD:PORT --num-cpus=0` here first)."
+                        "; no new run was queued (this machine must be part of the cluster, "
+                        "`ray start --address HEAD:PORT --num-cpus 0`, and hold the "
+                        "cluster's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN)."
                     ) from None
             self._started_ray = True
         resources = ray.cluster_resources()
@@ -488,6 +490,25 @@ class RayExecutor:
         if self._started_ray:
             self.ray.shutdown()
         self.inbox = None
+
+
+def _send_token_if_any() -> None:
+    """Ray's clusters use token authentication by default, but a driver joining one sends
+    its token only in token mode (``RAY_AUTH_MODE=token``, read when Ray's config loads):
+    switch to it when a token is at hand and no mode was chosen, as ``ray start`` does
+    (without it the join fails after half a minute of retries). Ray's own helper, of
+    the pinned version; the variable alone where it is missing."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:
+        if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file()):
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _local_cpus() -> int:
