@@ -28,7 +28,7 @@ def cmd_import(args) -> int:
     print_result(result, args.json, (
         f"Imported {result['source']} as run {result['run_id']}: "
         f"{result['params']:,} parameters, {result['stored_as']} weights loaded as "
-        f"{result['loaded_as']}, a {kind} tokenizer of {result['vocab_size']:,} tokens, "
-        f"context {result['context_window']:,}.{notes} Open it on the dashboard's pages "
-        f"with ?run={result['run_id']}."))
+        f"{result['loaded_as']}, a {kind} tokenizer of {result['tokenizer_tokens']:,} "
+        f"tokens, context {result['context_window']:,}.{notes} Open it on the dashboard's "
+        f"pages with ?run={result['run_id']}."))
     return 0
