@@ -174,6 +174,10 @@ def _tokenizer(folder: Path, label: str, cfg: ModelConfig):
         raise HFFolderError(f"{label} has no tokenizer.json; Llama Lab needs the model's "
                             "tokenizer.json (its fast tokenizer) to read and write text.")
     tokenizer = read_tokenizer_file(path)
+    if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size != cfg.vocab_size:
+        # A Llama Lab checkpoint's character vocabulary fills the embedding exactly; with
+        # spare rows it is kept as the byte-pair tokenizer it also is.
+        tokenizer = BytePairTokenizer.from_file(path)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise HFFolderError(f"{label}'s tokenizer.json has {tokenizer.vocab_size:,} tokens but "
                             f"its embedding only {cfg.vocab_size:,} rows; use the tokenizer "

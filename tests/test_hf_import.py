@@ -305,3 +305,21 @@ def test_a_real_targets_config_gives_transformers_weight_names_and_shapes(name):
     assert set(names.values()) == set(their_shapes)  # a tied head is one parameter in both
     assert all(their_shapes[names[n]] == shape for n, shape in ours.items())
     assert parameter_count(cfg) == sum(p.numel() for p in theirs.parameters())
+
+
+def test_a_character_vocabulary_smaller_than_the_embedding_imports_and_loads(tmp_path,
+                                                                            capsys):
+    """Llama Lab's character layout of tokenizer.json with spare embedding rows (95
+    characters, 320 rows): kept as a byte-pair tokenizer, so the checkpoint loads."""
+    from llama_core.data import CharTokenizer
+    from llama_core.tokenizer import char_tokenizer_json
+
+    make_checkpoint(tmp_path / "m", BytePairTokenizer.train_from_text("ab " * 400, 257))
+    chars = CharTokenizer([chr(32 + i) for i in range(95)])
+    (tmp_path / "m" / "tokenizer.json").write_text(char_tokenizer_json(chars))
+    db = tmp_path / "llama_lab.db"
+    code, out, _ = import_cli([str(tmp_path / "m"), "--db", str(db), "--json"], capsys)
+    assert code == 0
+    model, tok, _ = load_checkpoint(RunStore(db).checkpoint_path(json.loads(out)["run_id"]))
+    assert tok.vocab_size == 95 and model.cfg.vocab_size == 320
+    assert tok.encode("Hi there") == chars.encode("Hi there")
