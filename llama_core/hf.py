@@ -36,8 +36,6 @@ LLAMA_ACT = "silu"
 # Names of tensors a Hugging Face Llama file may hold that are not weights (older
 # checkpoints saved the rotary table): skipped on import.
 NOT_WEIGHTS = ("rotary_emb.inv_freq",)
-ROPE_KEYS = {"rope_type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor",
-             "original_max_position_embeddings", "type"}
 
 
 class NotLlamaError(UserError):
