@@ -355,9 +355,8 @@ class RayExecutor:
         """The run's corpus -- text, tokenizer and tensors, exactly as a local run loads
         it -- in Ray's object store, put once per corpus."""
         from ..corpora import load_corpus
-        tokenizer = train.get("tokenizer")
-        corpus = (load_corpus(train["corpus"]) if tokenizer in (None, "char")
-                  else load_corpus(train["corpus"], tokenizer))
+        tokenizer = train.get("tokenizer", "char")
+        corpus = load_corpus(train["corpus"], tokenizer)
         key = (corpus.sha256, tokenizer)
         if key not in self._corpus_refs:
             self._corpus_refs[key] = self.ray.put(corpus)
