@@ -4,7 +4,7 @@
 #   2. nanogpt-gpu trained on tinyshakespeare to validation loss 1.47 or lower
 #      (wall time, tokens/s, MFU against the GPU's dense bf16 peak),
 #   3. bf16 against fp32 on one batch (the loss difference),
-#   4. generation tokens/s,
+#   4. generation tokens/s with and without the KV cache,
 #   5. the same command under torchrun with one GPU.
 #
 #   bash benchmarks/gpu_check.sh          # from anywhere; it runs in the repository root
@@ -105,7 +105,6 @@ import json, os, sys, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-import llama_core.model
 from llama_core import load_checkpoint
 from llama_core.corpora import load_corpus
 from llama_core.model import Llama, eval_mode
@@ -132,18 +131,20 @@ print(f"bf16 loss {bf16:.5f} vs fp32 {fp32:.5f} on one batch of 64 ({which}): di
       f"{abs(bf16 - fp32):.5f}, largest logit difference "
       f"{(logits16 - logits32).abs().max().item():.4f}")
 
-cache = hasattr(llama_core.model, "make_cache")
 prompt = torch.zeros((1, 1), dtype=torch.long, device="cuda")
-generator = torch.Generator().manual_seed(0)
+new = min(500, model.cfg.context_window - 1)  # inside the window, where the cache gains
+rates = {}
 with eval_mode(model):
-    model.generate(prompt, 20, 1.0, None, generator)  # warm-up
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    model.generate(prompt, 500, 1.0, None, generator)
-    torch.cuda.synchronize()
-print(f"generation: {500 / (time.perf_counter() - start):,.0f} tokens/s (batch 1, 500 tokens, "
-      + ("model.generate; llama_core.model has make_cache)" if cache else
-         "plain generation: llama_core.model has no make_cache, so no KV cache)"))
+    for use_cache in (True, False):
+        generator = torch.Generator().manual_seed(0)
+        model.generate(prompt, 20, 1.0, None, generator, use_cache=use_cache)  # warm-up
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.generate(prompt, new, 1.0, None, generator, use_cache=use_cache)
+        torch.cuda.synchronize()
+        rates[use_cache] = new / (time.perf_counter() - start)
+print(f"generation (batch 1, {new} tokens): {rates[True]:,.0f} tokens/s with the KV cache, "
+      f"{rates[False]:,.0f} without ({rates[True] / rates[False]:.2f}x)")
 sys.exit(0 if abs(bf16 - fp32) < 0.02 else 3)
 EOF
 code=$?
