@@ -35,10 +35,8 @@ says how to install it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
