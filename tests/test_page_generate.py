@@ -17,7 +17,7 @@ from llama_core.checkpoint import load_checkpoint
 from llama_core.generate import generate_text
 from runs_fixtures import trained_store
 from charts.generation import CHOSEN
-from ui.inspect_compute import generate_with_probs
+from llama_core.generation_steps import generate_with_probs
 
 PAGE = str(REPO / "views" / "generate.py")
 

@@ -10,7 +10,7 @@ from charts.labels import describe, short_label
 from ui.checkpoints import NO_RUNS, inspectable_runs, load_run, torch_turn
 from ui.errors import each_run, require
 from llama_core.pitfalls import mask_holds
-from ui.inspect_compute import attention_for, uniform_references
+from llama_core.attention_readings import attention_for, uniform_references
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_runs
 

@@ -9,7 +9,7 @@ from charts.labels import describe, short_label
 from ui.checkpoints import NO_RUNS, checkpoint_file, inspectable_runs, load_run, torch_turn
 from ui.errors import each_run, require
 from ui.figures import grid
-from ui.inspect_compute import generate_with_probs
+from llama_core.generation_steps import generate_with_probs
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_runs
 

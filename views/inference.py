@@ -21,7 +21,7 @@ from llama_core.real_models import real_models_frame
 from ui.checkpoints import NO_RUNS, checkpoint_file, inspectable_runs, load_run, torch_turn
 from ui.errors import show_error, user_errors
 from ui.figures import show_chart
-from ui.inspect_compute import check_prompt
+from llama_core.prompts import check_prompt
 from ui.llama_parts import attention_kind, kind_variants
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_trained_run

@@ -19,7 +19,7 @@ from ui.errors import each_run, user_errors
 from ui.figures import show_chart
 from ui.llama_parts import LLAMA3_HIGH, LLAMA3_LOW, scaling_dict
 from ui.length_view import WINDOWS, length_frame
-from ui.inspect_compute import check_prompt, fit_tokens, token_unit
+from llama_core.prompts import check_prompt, fit_tokens, token_unit
 from ui.plain_text import md_literal
 from ui.run_pickers import pick_trained_run
 
