@@ -14,20 +14,26 @@ import pandas as pd
 from charts.labels import short_label
 from charts.numbers import finite
 from llama_core.config import ModelConfig, TrainConfig, is_llama
+from llama_core.lab.hf_runs import imported_from
 
 MODEL_ORDER = [f.name for f in fields(ModelConfig)]
 TRAIN_ORDER = [f.name for f in fields(TrainConfig)]
 def default_baseline(runs: Sequence) -> str | None:
     """The run a comparison is read against unless the user pins another: the first
-    all-Llama run (the modifications are measured from it), else the first run."""
+    all-Llama run (the modifications are measured from it), else the first run; runs
+    trained here before imported ones (an imported model has no curve to measure)."""
     runs = list(runs)
+    runs = [r for r in runs if imported_from(r) is None] or runs
     return next((r.id for r in runs if is_llama(r.model_config or {})),
                 runs[0].id if runs else None)
 
 
 def runs_overview(runs: Sequence) -> pd.DataFrame:
     """Every run in one table, to find ids by name."""
-    return pd.DataFrame([{"run": r.id, "name": r.name, "status": r.status, "seed": r.seed,
+    return pd.DataFrame([{"run": r.id, "name": r.name, "status": r.status,
+                          # text: an imported run has no seed of ours
+                          "seed": "imported" if imported_from(r) else
+                          ("—" if r.seed is None else str(r.seed)),
                           "final val loss (nats/char)": r.final_val_loss, "steps": r.steps,
                           "wall time (s)": r.wall_s} for r in runs])
 

@@ -4,6 +4,7 @@ are returned as typed: each medium escapes them (charts for Plotly, ui for Markd
 from __future__ import annotations
 
 from llama_core.config import ModelConfig
+from llama_core.lab.hf_runs import imported_from
 
 
 def short_label(run) -> str:
@@ -16,12 +17,20 @@ def chip_label(run) -> str:
     """A run in a multiselect's chips, where space is short: name first (shortened),
     then seed and id (runs share names; the id tells them apart)."""
     name = str(run.name)
-    return f"{name if len(name) <= 24 else name[:23] + '…'} · seed {run.seed} · {run.id}"
+    return f"{name if len(name) <= 24 else name[:23] + '…'} · {origin(run)} · {run.id}"
 
 
 def run_label(run) -> str:
-    """A run in pickers and lists: id, name, seed and status."""
-    return f"{run.id} · {run.name} · seed {run.seed} · {run.status}"
+    """A run in pickers and lists: id, name, seed (or "imported") and status."""
+    return f"{run.id} · {run.name} · {origin(run)} · {run.status}"
+
+
+def origin(run) -> str:
+    """Where a run's weights came from, in two words: "seed 3" for a run trained here,
+    "imported" for a model imported from Hugging Face (it has no seed of ours)."""
+    if imported_from(run) is not None:
+        return "imported"
+    return f"seed {run.seed}" if run.seed is not None else "no seed"
 
 
 def describe(cfg: ModelConfig) -> str:

@@ -35,16 +35,18 @@ def step_frame(rows: Sequence[tuple]) -> pd.DataFrame:
 
 def live_loss_figure(steps: pd.DataFrame, evals: pd.DataFrame, x: str = "step",
                      vocab_size: int | None = None, height: int = LIVE_HEIGHT,
-                     empty_text: str = "The curve starts at the first step.") -> go.Figure:
+                     empty_text: str = "The curve starts at the first step.",
+                     loss_unit: str = LOSS_UNIT) -> go.Figure:
     """One run's loss against ``x`` ("step" or "seconds").
 
     ``steps`` is :func:`step_frame`'s; ``evals`` is charts.loss.curve_frame of the
     run's evaluations. Traces, in order: the smoothed training loss ("training loss"),
     the validation loss, then every step's loss. A run without per-step rows (trained
-    before they were kept) shows its evaluations' training loss as before."""
+    before they were kept) shows its evaluations' training loss as before. ``loss_unit``
+    titles the y axis (nats per token for a byte-pair run)."""
     check_axes(x)
     fig = go.Figure()
-    loss_layout(fig, x, f"loss ({LOSS_UNIT})", height=height)
+    loss_layout(fig, x, f"loss ({loss_unit})", height=height)
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
                                   xanchor="left"), margin=dict(l=10, r=10, t=30, b=10))
     val = evals[evals["val_loss"].notna() & evals[x].notna()] if not evals.empty else evals

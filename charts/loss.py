@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 
 from charts.components import train_flops_per_token
 from charts.labels import short_label
+from charts.units import tokenizer_of
 from charts.palette import (BASELINE_MARK, FONT_SIZE, HOVER_FORMAT, INK, LOSS_UNIT,
                             METRIC_UNITS, METRICS, TOKEN_LOSS_UNIT, TRAIN_COLOUR, VAL_COLOUR,
                             X_AXES, colour, placeholder)
@@ -58,12 +59,6 @@ def run_series(runs: Sequence, metrics: pd.DataFrame) -> list[dict]:
         out.append({"run_id": r.id, "label": short_label(r), "frame": frame,
                     "tokenizer": tokenizer})
     return out
-
-
-def tokenizer_of(run) -> str:
-    """A run's tokenizer setting ("char" for runs from before there was a choice)."""
-    value = (run.train_config or {}).get("tokenizer", "char")
-    return value if isinstance(value, str) else "char"
 
 
 def metric_unit(metric: str, tokenizers: Iterable[str] = ("char",)) -> str:

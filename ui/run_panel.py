@@ -9,6 +9,7 @@ calls. Everything it shows comes from the store, which the training process writ
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -16,14 +17,15 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from charts.components import config_of
-from charts.labels import short_label
+from charts.labels import origin, short_label
 from charts.live_loss import SMOOTH_STEPS, live_loss_figure, step_frame
 from charts.loss import curve_frame
 from charts.numbers import duration, finite, rough_duration
-from charts.palette import LOSS_UNIT
 from charts.records import settings_frame
 from charts.run_status import STATUS_TEXT, progress_text
+from charts.units import loss_unit_of, token_unit_of
 from llama_core.errors import UserError
+from llama_core.lab.hf_runs import imported_from
 from llama_core.lab.store import TERMINAL
 from llama_core.speed import mfu, peak_flops
 from ui import state
@@ -122,8 +124,11 @@ def run_panel(run_id: str, was_active: bool) -> None:
     metrics = store.metrics(run_id)
     evals = curve_frame(metrics)
     where = rows or [(m["step"], m["seconds"], None) for m in metrics[-1:]]
-    st.markdown(f"**{md_literal(short_label(run))}** · seed {run.seed} · "
+    st.markdown(f"**{md_literal(short_label(run))}** · {origin(run)} · "
                 f"**{STATUS_TEXT.get(run.status, run.status)}**")
+    if imported_from(run) is not None:
+        imported_panel(run)
+        return
     chart, side = st.columns([5, 2], gap="medium")
     with side:
         if run.active:
@@ -145,14 +150,39 @@ def run_panel(run_id: str, was_active: bool) -> None:
     with chart:
         vocab = run.model_config.get("vocab_size")
         st.plotly_chart(live_loss_figure(step_frame(rows), evals, x=x or "step",
-                                         vocab_size=vocab),
+                                         vocab_size=vocab, loss_unit=loss_unit_of(run)),
                         key=CHART_KEY, width="stretch",
                         config={"displayModeBar": False})  # redrawn twice a second
         st.caption(GAP_NOTE)
     if not run.active:
-        final_numbers(run)
+        final_numbers(run, evals)
         page_links(run_id)
     show_samples(run_id)
+    with st.expander("This run's settings"):
+        st.dataframe(settings_frame(run), hide_index=True, key="tr_run_settings")
+
+
+def imported_panel(run) -> None:
+    """An imported model in place of the training panel: it was trained elsewhere, so
+    there is no curve, no step count and no training time to show, only where it came
+    from and the pages that look into it."""
+    record = imported_from(run)
+    source = str(record.get("source") or "a Hugging Face folder")
+    st.info(f"Imported from **{md_literal(source)}**: trained elsewhere, so it has no "
+            "training curve, steps or "
+            "samples here. Its weights were stored as "
+            f"{md_literal(str(record.get('stored_as') or '—'))} and are loaded as "
+            f"{md_literal(str(record.get('loaded_as') or '—'))}; it reads "
+            f"{token_unit_of(run)}.")
+    cols = st.columns(4)
+    cols[0].metric("Parameters", f"{run.params:,}" if run.params else "—",
+                   help="in scalars")
+    cols[1].metric("Vocabulary", f"{run.model_config.get('vocab_size', 0):,}",
+                   help=f"in {token_unit_of(run)}")
+    cols[2].metric("Context window", f"{run.model_config.get('context_window', 0):,}",
+                   help=f"in {token_unit_of(run)}")
+    cols[3].metric("Layers", f"{run.model_config.get('n_layers', 0):,}")
+    page_links(run.id)
     with st.expander("This run's settings"):
         st.dataframe(settings_frame(run), hide_index=True, key="tr_run_settings")
 
@@ -203,15 +233,33 @@ def show_samples(run_id: str) -> None:
                 st.code(s["text"] or " ", language=None, wrap_lines=True)
 
 
-def final_numbers(run) -> None:
+def final_bpc(run, evals) -> float | None:
+    """The run's last validation loss in bits per character (the unit in which runs with
+    different tokenizers compare): its metrics' own, else, for a character run (one
+    token is one character), its loss over ln 2."""
+    reported = evals["val_bpc"].dropna() if "val_bpc" in evals else []
+    if len(reported):
+        return float(reported.iloc[-1])
+    if token_unit_of(run) == "characters" and run.final_val_loss is not None:
+        return run.final_val_loss / math.log(2)
+    return None
+
+
+def final_numbers(run, evals) -> None:
+    loss_unit, unit = loss_unit_of(run), token_unit_of(run)
+    bpc = final_bpc(run, evals)
     rows = [("Final validation loss", f"{run.final_val_loss:.3f}" if run.final_val_loss
-             is not None else "—", LOSS_UNIT),
+             is not None else "—", loss_unit),
             ("Final training loss", f"{run.final_train_loss:.3f}" if run.final_train_loss
-             is not None else "—", LOSS_UNIT),
+             is not None else "—", loss_unit),
+            ("Validation bits per character", f"{bpc:.3f}" if bpc is not None else "—",
+             "bits per character of text (log2): the unit in which runs with different "
+             "tokenizers compare"),
             ("Steps", f"{run.steps:,}", "optimizer steps"),
-            ("Tokens", f"{run.tokens:,}", "characters seen in training"),
+            ("Tokens", f"{run.tokens:,}", f"{unit} seen in training"),
             ("Wall time", duration(run.wall_s), "seconds of training"),
             ("Speed (tokens/s)", f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "—",
+             "training tokens per second" if unit == "tokens" else
              "training tokens (characters) per second"),
             ("Parameters", f"{run.params:,}" if run.params else "—", "scalars"),
             ("Device", md_literal(run.device or "—"), None)]

@@ -21,6 +21,7 @@ from charts.labels import chip_label, short_label
 from charts.loss import compare_figure, run_series
 from charts.palette import BASELINE_MARK, METRICS, X_AXES
 from llama_core.errors import UserError
+from llama_core.lab.hf_runs import imported_from
 from llama_core.lab.store import TERMINAL
 from ui import state
 from ui.figures import fitted_columns
@@ -46,7 +47,7 @@ def runs_table(runs) -> None:
     """Every run in the store, to find ids by name; tick rows to add them."""
     st.session_state["cmp_table_ids"] = [r.id for r in runs]
     table = runs_overview(runs)
-    widths = {"run": 95, "name": 140, "status": 80, "seed": 50, "steps": 60,
+    widths = {"run": 95, "name": 140, "status": 80, "seed": 70, "steps": 60,
               "wall time (s)": 95}
     columns = fitted_columns(table.columns, widths)
     columns["final val loss (nats/char)"] = st.column_config.NumberColumn(
@@ -93,6 +94,11 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
                    "their losses per token are not comparable; choose bits per character.")
     if any(r.active for r in runs):
         st.caption("Some runs are still training: their curves grow as you watch.")
+    imported = [(r, imported_from(r)) for r in runs if imported_from(r) is not None]
+    if imported:
+        st.info(" ".join(f"{r.id} was imported from {md_literal(str(rec.get('source')))}: "
+                         "trained elsewhere, it has no training curve or final loss here."
+                         for r, rec in imported))
 
     st.subheader("Final numbers")
     table = final_metrics_table(runs, baseline, latest_metrics(metrics))
@@ -130,6 +136,8 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
                 if samples:
                     st.caption(f"step {samples[-1]['step']:,}")
                     st.code(samples[-1]["text"] or " ", language=None, wrap_lines=True)
+                elif imported_from(r) is not None:
+                    st.caption("imported: no training samples (Generate writes with it)")
                 else:
                     st.caption("no sample yet")
 

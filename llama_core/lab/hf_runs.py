@@ -5,7 +5,8 @@ An imported model is an ordinary run in the store: status finished, zero steps, 
 metrics (no training curve), its checkpoint in Llama Lab's format with the model's own
 tokenizer, so every page that opens a run's checkpoint opens it. Its train_config says
 where it came from instead of how it trained: ``{"imported": {"source": ..., "stored_as":
-"bfloat16", "loaded_as": "float32", ...}}`` (``imported_from`` reads it).
+"bfloat16", "loaded_as": "float32", "tokenizer": "BytePairTokenizer", ...}}``
+(``imported_from`` reads it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def import_model(store: RunStore, source: str, name: str | None = None) -> dict:
     hf = ckpt.hf_config
     record = {"source": label, "stored_as": ckpt.source_dtype, "loaded_as": LOADED_AS,
               "architectures": hf.get("architectures"), "notes": ckpt.notes,
-              "bos_token_id": hf.get("bos_token_id"), "eos_token_id": hf.get("eos_token_id")}
+              "bos_token_id": hf.get("bos_token_id"), "eos_token_id": hf.get("eos_token_id"),
+              "tokenizer": type(ckpt.tokenizer).__name__}  # what a token is, for the pages
     train_config = {IMPORTED: record, "device": "cpu"}
     run_id = store.create_run(ckpt.config, train_config, name=name or label,
                               pid=os.getpid())

@@ -1,0 +1,124 @@
+"""Imported and byte-pair runs across the dashboard (AppTest), where a character run's
+habits would mislead: an imported model is named "imported", never "seed None", and its
+Build & train panel says where it came from instead of showing an empty training panel;
+Compare says it has no curve; a byte-pair run's loss is in nats per token with its bits
+per character beside it; the Attention page on a 30-layer imported model draws the
+layers picked (first and last by default), while 1- and 2-layer runs draw every layer;
+sentences say tokens for byte-pair runs and characters for character runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from charts.labels import chip_label, run_label
+from charts.units import loss_unit_of, token_unit_of
+from helpers_apptest import open_page, plotly_specs
+from helpers_markdown import as_read
+from llama_core.corpora import shakespeare_text
+from llama_core.lab.hf_runs import import_model
+from llama_core.lab.store import RunStore
+from llama_core.tokenizer import BytePairTokenizer
+from runs_fixtures import train_tiny_runs
+
+transformers = pytest.importorskip("transformers")
+
+LAYERS = 30  # the depth of a real small Llama (SmolLM2-135M), at a tiny width
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(runs folder, {name: run id}): a 30-layer tiny Llama made by transformers with a
+    byte-pair tokenizer and imported, beside a character run and a byte-pair run trained
+    here (2 layers) and a 1-layer character run."""
+    root = tmp_path_factory.mktemp("imported-runs")
+    tokenizer = BytePairTokenizer.train_from_text(shakespeare_text()[:100_000], 300)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=LAYERS,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        tie_word_embeddings=True)
+    transformers.LlamaForCausalLM(config).save_pretrained(root / "deep-llama")
+    tokenizer.save(root / "deep-llama" / "tokenizer.json")
+    folder = root / "runs"
+    db = folder / "llama_lab.db"
+    imported = import_model(RunStore(db), str(root / "deep-llama"))["run_id"]
+    trained = train_tiny_runs(db, {"char": {}, "bpe": {"tokenizer": "bpe300"},
+                                   "one-layer": {"n_layers": 1}})
+    return folder, {"imported": imported, **dict(zip(["char", "bpe", "one-layer"],
+                                                      trained))}
+
+
+@pytest.fixture
+def page(runs, monkeypatch):
+    folder, _ = runs
+    monkeypatch.setenv("LLAMA_LAB_RUNS", str(folder))
+    return open_page
+
+
+def run_of(runs, name):
+    folder, ids = runs
+    return RunStore(folder / "llama_lab.db").get_run(ids[name])
+
+
+def texts(at) -> str:
+    """Everything a reader sees as text on the page, Markdown read back."""
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "success",
+                                  "error") for e in at.get(kind)]
+    return "\n".join(as_read(str(p)).replace("**", "") for p in parts)
+
+
+def loss_axis(spec) -> str:
+    """The y-axis title of a loss chart ("loss (nats per token)"), else ""."""
+    title = spec["layout"].get("yaxis", {}).get("title", {})
+    text = title.get("text", "") if isinstance(title, dict) else str(title)
+    return text if text.startswith("loss (") else ""
+
+
+# --- Naming: imported, not "seed None" ----------------------------------------------
+
+def test_labels_name_an_imported_run_imported_and_a_trained_one_by_its_seed(runs):
+    imported, char = run_of(runs, "imported"), run_of(runs, "char")
+    assert imported.seed is None  # what used to print as "seed None"
+    for label in (chip_label(imported), run_label(imported)):
+        assert "imported" in label and "None" not in label and "seed" not in label
+    assert "seed 0" in chip_label(char) and "seed 0" in run_label(char)
+
+
+def test_pickers_on_inspect_pages_say_imported(page, runs):
+    _, ids = runs
+    at = page("views/generate.py", run=ids["imported"])
+    shown = at.multiselect[0].options  # as the picker shows them
+    assert any("imported" in s for s in shown) and not any("None" in s for s in shown)
+
+
+def test_build_and_train_panel_of_an_imported_run_says_where_it_came_from(page, runs):
+    _, ids = runs
+    at = page("views/train.py", run=ids["imported"])
+    text = texts(at)
+    assert f"{ids['imported']} · deep-llama · imported · finished" in text
+    assert "seed None" not in text and "None" not in text
+    assert "Imported from deep-llama: trained elsewhere, so it has no training curve" \
+        in text
+    labels = [m.label for m in at.metric]
+    # no training panel: no steps, tokens, wall time or final loss of an import
+    assert not {"Steps", "Final validation loss", "Wall time"} & set(labels)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layers"] == str(LAYERS) and metrics["Vocabulary"] == "300"
+    assert not [s for s in plotly_specs(at) if loss_axis(s)]  # no empty loss chart
+
+
+def test_compare_says_an_imported_run_has_no_curve_and_measures_from_a_trained_run(
+        page, runs):
+    _, ids = runs
+    at = page("views/compare.py", runs=[ids["imported"], ids["char"]])
+    text = texts(at)
+    assert f"{ids['imported']} was imported from deep-llama: trained elsewhere, it has " \
+           "no training curve or final loss here." in text
+    assert at.selectbox(key="baseline").value == ids["char"]
+    assert "None" not in "".join(at.multiselect[0].options)
+    table = next(d.value for d in at.dataframe if "seed" in d.value.columns)
+    seeds = dict(zip(table["run"], table["seed"]))
+    assert seeds[ids["imported"]] == "imported" and seeds[ids["char"]] == "0"
