@@ -49,25 +49,30 @@ def _masked(a: np.ndarray) -> np.ndarray:
 
 
 def _grid_domains(n: int, gap: float) -> list[tuple[float, float]]:
+    """n equal (start, end) spans of [0, 1] with ``gap`` between them, the last one
+    ending at 1 exactly (float sums can pass it, which plotly refuses)."""
     size = (1.0 - gap * (n - 1)) / n
-    return [(i * (size + gap), i * (size + gap) + size) for i in range(n)]
+    return [(i * (size + gap), min(1.0, i * (size + gap) + size)) for i in range(n)]
 
 
 def attention_grid(maps: Sequence[np.ndarray], chars: str | Sequence[str], title: str, *,
                    hide_future: bool = True, zmax: float | None = None,
                    difference: bool = False, panel_px: int | None = None,
-                   show_scale: bool = True) -> go.Figure:
-    """Every layer (rows of panels, "layer l" in the query axis title) and head
+                   show_scale: bool = True,
+                   layers: Sequence[int] | None = None) -> go.Figure:
+    """Every layer given (rows of panels, "layer l" in the query axis title) and head
     (columns of panels, "head h" above the top row) of one run as heatmaps. Inside
     each panel rows = query position, columns = key position, the prompt's characters
     as tick labels. ``hide_future`` leaves a causal model's masked
     cells blank (they are exactly 0). ``difference`` draws a signed map (run A - run B)
-    on a diverging scale.
+    on a diverging scale. ``layers`` names each map's layer (default 0, 1, ...): a deep
+    model's page draws only some of its layers.
 
     Built as plain dicts (no per-panel plotly validation): a 6 x 8 grid through
     make_subplots costs about 0.7 s of the page's 1 s budget, this about 0.05 s.
     """
     L, H = len(maps), maps[0].shape[0]
+    names = list(layers) if layers is not None else list(range(L))
     panel = panel_px or int(min(240, max(110, 640 / H)))
     height = 150 + L * (panel + 30)
     cols = _grid_domains(H, 0.03)
@@ -83,10 +88,11 @@ def attention_grid(maps: Sequence[np.ndarray], chars: str | Sequence[str], title
             suffix = "" if n == 1 else str(n)
             z = _masked(layer[h]) if hide_future and not difference else layer[h]
             data.append(dict(
-                type="heatmap", z=z, coloraxis="coloraxis", name=f"layer {l} head {h}",
+                type="heatmap", z=z, coloraxis="coloraxis",
+                name=f"layer {names[l]} head {h}",
                 xaxis=f"x{suffix}", yaxis=f"y{suffix}",
                 hovertemplate=(f"query %{{y}} · key %{{x}}<br>{what} %{{z:.3f}}"
-                               f"<extra>layer {l} head {h}</extra>")))
+                               f"<extra>layer {names[l]} head {h}</extra>")))
             layout[f"xaxis{suffix}"] = dict(
                 **ticks, domain=cols[h], anchor=f"y{suffix}", showticklabels=l == L - 1,
                 title=dict(text="key" if l == L - 1 else None, standoff=4),
@@ -94,7 +100,7 @@ def attention_grid(maps: Sequence[np.ndarray], chars: str | Sequence[str], title
             layout[f"yaxis{suffix}"] = dict(
                 **ticks, domain=rows[l], anchor=f"x{suffix}", showticklabels=h == 0,
                 autorange="reversed", scaleanchor=f"x{suffix}", constrain="domain",
-                title=dict(text=f"<b>layer {l}</b><br>query" if h == 0 else None,
+                title=dict(text=f"<b>layer {names[l]}</b><br>query" if h == 0 else None,
                            standoff=4), showgrid=False, zeroline=False)
             if l == 0:
                 notes.append(dict(text=f"<b>head {h}</b>", showarrow=False,

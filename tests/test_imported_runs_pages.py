@@ -122,3 +122,53 @@ def test_compare_says_an_imported_run_has_no_curve_and_measures_from_a_trained_r
     table = next(d.value for d in at.dataframe if "seed" in d.value.columns)
     seeds = dict(zip(table["run"], table["seed"]))
     assert seeds[ids["imported"]] == "imported" and seeds[ids["char"]] == "0"
+
+
+# --- Attention on a deep model: the layers picked, not all 30 -----------------------
+
+def grids(at) -> list[dict]:
+    return [s for s in plotly_specs(at) if "every head" in s["layout"]["title"]["text"]
+            or "every layer and head" in s["layout"]["title"]["text"]]
+
+
+def layer_names(spec) -> list[str]:
+    """The layers a grid draws, from its query-axis titles ("<b>layer 28</b><br>query")."""
+    return [v["title"]["text"].split("</b>")[0].removeprefix("<b>")
+            for k, v in spec["layout"].items()
+            if k.startswith("yaxis") and (v.get("title") or {}).get("text")]
+
+
+def test_attention_on_30_layers_draws_the_first_and_last_two_then_the_layers_picked(
+        page, runs):
+    _, ids = runs
+    at = page("views/attention.py", run=ids["imported"])
+    assert not at.exception, at.exception
+    picker = at.multiselect(key="attention_grid_layers")
+    assert picker.value == [0, 1, LAYERS - 2, LAYERS - 1]
+    assert "the first two and the last two" in texts(at)
+    [grid] = grids(at)
+    assert f"layers 0, 1, 28, 29 of {LAYERS}, every head" in grid["layout"]["title"]["text"]
+    assert len([t for t in grid["data"] if t["type"] == "heatmap"]) == 4 * 2  # 4 x 2 heads
+    assert layer_names(grid) == ["layer 0", "layer 1", "layer 28", "layer 29"]
+    picker.set_value([5, 17]).run()
+    [grid] = grids(at)
+    assert layer_names(grid) == ["layer 5", "layer 17"]
+    assert len([t for t in grid["data"] if t["type"] == "heatmap"]) == 2 * 2
+    # the statistics still cover every layer and head
+    [entropy] = [s for s in plotly_specs(at)
+                 if "Entropy per head" in s["layout"]["title"]["text"]]
+    [bar] = [t for t in entropy["data"] if t["type"] == "bar"]
+    assert len(bar["x"]) == LAYERS * 2
+    at.multiselect(key="attention_grid_layers").set_value([]).run()
+    assert not grids(at) and "Pick at least one layer" in texts(at)
+
+
+@pytest.mark.parametrize("name, n_layers", [("one-layer", 1), ("char", 2)])
+def test_attention_on_shallow_runs_draws_every_layer_as_before(page, runs, name, n_layers):
+    _, ids = runs
+    at = page("views/attention.py", run=ids[name])
+    assert not [m for m in at.multiselect if m.key == "attention_grid_layers"]
+    [grid] = grids(at)
+    assert f"{ids[name]}: every layer and head" in grid["layout"]["title"]["text"]
+    assert layer_names(grid) == [f"layer {l}" for l in range(n_layers)]
+    assert len([t for t in grid["data"] if t["type"] == "heatmap"]) == n_layers * 2

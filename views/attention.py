@@ -1,4 +1,4 @@
-"""Attention: where each character of a prompt looks, in every layer and head of one
+"""Attention: where each token (character or byte-pair token) of a prompt looks, in every layer and head of one
 or two trained runs, their difference, and per-head statistics (entropy, distance, and
 attention on future keys when the causal mask is off)."""
 
@@ -7,6 +7,7 @@ import streamlit as st
 from charts.attention import (attention_grid, attention_heatmap, head_bars, map_height,
                               panel_size, shared_zmax)
 from charts.labels import describe, short_label
+from charts.units import one, shared_unit
 from ui.checkpoints import NO_RUNS, inspectable_runs, load_run, torch_turn
 from ui.errors import each_run, require
 from llama_core.pitfalls import mask_holds
@@ -15,6 +16,10 @@ from ui.plain_text import md_literal
 from ui.run_pickers import pick_runs
 
 DEFAULT_PROMPT = "To be, or not to be"
+# A grid of every layer is drawn up to this depth; a deeper model (an imported 30-layer
+# Llama) shows the layers picked, by default its first and last two, so the page stays
+# fast (each layer adds a row of heads x prompt² cells for the browser to draw).
+GRID_LAYERS = 6
 # (statistic, chart title, axis title, what it means) for the two per-head charts
 HEAD_STATISTICS = [
     ("entropy", "Entropy per head", "entropy (nats)",
@@ -23,14 +28,11 @@ HEAD_STATISTICS = [
      "query can see."),
     ("distance", "Mean attended distance per head", "distance (positions)",
      "Mean over queries of Σ p · |query − key|. 0 positions: a head that looks at the "
-     "current character; large: one that looks far back (or, without the mask, ahead)."),
+     "current {one}; large: one that looks far back (or, without the mask, ahead)."),
 ]
 
 st.title("Attention")
-st.markdown("Each heatmap shows, for one head, how much each character of the prompt "
-            "(a **row**: the *query*) attends to every character (a **column**: the "
-            "*key*). Each row sums to 1. With the causal mask on, a query sees only "
-            "itself and earlier keys: the grey triangle is what the mask hides.")
+intro = st.empty()  # written once the runs, and so the unit of a token, are known
 
 runs = inspectable_runs()
 if not runs:
@@ -39,6 +41,11 @@ if not runs:
 
 chosen = pick_runs(runs, key="attention_runs", max_runs=2,
                    label="Runs (pick two to compare them side by side)")
+unit = shared_unit(chosen)  # "characters", or "tokens" when a byte-pair run is chosen
+intro.markdown(f"Each heatmap shows, for one head, how much each {one(unit)} of the prompt "
+               f"(a **row**: the *query*) attends to every {one(unit)} (a **column**: the "
+               "*key*). Each row sums to 1. With the causal mask on, a query sees only "
+               "itself and earlier keys: the grey triangle is what the mask hides.")
 prompt = st.text_input("Prompt", value=DEFAULT_PROMPT, key="attention_prompt")
 require(chosen, "Pick a run above to see its attention.")
 require(prompt, "Type a prompt to see where the model looks.")
@@ -62,16 +69,39 @@ for run, cfg, res in results.values():
 
 items = list(results.values())
 zmax = shared_zmax([res.maps for _, _, res in items])  # one colour scale for every map
+deepest = max(cfg.n_layers for _, cfg, _ in items)
+shown_layers = list(range(deepest))
+if deepest > GRID_LAYERS:
+    shown_layers = sorted(st.multiselect(
+        "Layers in the grid", list(range(deepest)), key="attention_grid_layers",
+        default=[0, 1, deepest - 2, deepest - 1], format_func=lambda l: f"layer {l}"))
+    st.caption(f"{deepest} layers are too many maps to draw at once and stay quick, so "
+               "the grid shows the layers picked here, by default the first two and the "
+               "last two. The close-up and the statistics below cover every layer.")
+    if not shown_layers:
+        st.info("Pick at least one layer above to draw the grid.")
+
+
+def grid_title(run_id: str, layers: list[int], n_layers: int, what: str) -> str:
+    """The grid's title: "every layer and head", or the layers it draws of a deep run."""
+    if len(layers) == n_layers:
+        return f"{run_id}: every layer and head{what}"
+    return f"{run_id}: layers {', '.join(map(str, layers))} of {n_layers}, every head{what}"
+
 columns = st.columns(len(items))
 for i, (col, (run, cfg, res)) in enumerate(zip(columns, items)):
     with col:
         st.subheader(md_literal(short_label(run)))
         st.caption(describe(cfg))
+        layers = [l for l in shown_layers if l < cfg.n_layers]
+        if not layers:
+            continue
         fig = attention_grid(
-            res.maps, res.tokens, f"{run.id}: every layer and head",
+            [res.maps[l] for l in layers], res.tokens,
+            grid_title(run.id, layers, cfg.n_layers, ""),
             hide_future=mask_holds(cfg), zmax=zmax,
             show_scale=i == len(items) - 1,  # one scale serves both runs
-            panel_px=panel_size(cfg.n_heads, len(items)))
+            panel_px=panel_size(cfg.n_heads, len(items)), layers=layers)
         st.plotly_chart(fig, key=f"attention_grid_{i}",
                         width="stretch")
 
@@ -92,15 +122,18 @@ if len(items) == 2:
     elif a.tokens != b.tokens:
         st.info("The two runs read different parts of the prompt (their context windows "
                 "differ), so their maps cannot be subtracted; shorten the prompt to "
-                f"{min(cfg_a.context_window, cfg_b.context_window)} characters.")
-    else:
-        diff = [x - y for x, y in zip(a.maps, b.maps)]
+                f"{min(cfg_a.context_window, cfg_b.context_window)} {unit}.")
+    elif shown_layers:
+        diff = [a.maps[l] - b.maps[l] for l in shown_layers]
         st.caption("Red: the first run attends more; blue: the second run attends more. "
                    "Same prompt, same layer and head.")
+        title = (f"{run_a.id} − {run_b.id}: difference in attention probability"
+                 if len(shown_layers) == cfg_a.n_layers else
+                 f"{run_a.id} − {run_b.id}: difference in attention probability, layers "
+                 f"{', '.join(map(str, shown_layers))}")
         st.plotly_chart(attention_grid(
-            diff, a.tokens, f"{run_a.id} − {run_b.id}: difference in attention probability",
-            difference=True,
-            panel_px=panel_size(cfg_a.n_heads, 1)),
+            diff, a.tokens, title, difference=True,
+            panel_px=panel_size(cfg_a.n_heads, 1), layers=shown_layers),
             key="attention_difference", width="stretch")
 
 st.subheader("One head up close")
@@ -127,14 +160,14 @@ st.subheader("What each head does, in numbers")
 labels = {short_label(run): res for run, _, res in items}
 # The dashed lines: uniform attention over the keys a query can see.
 reference = uniform_references([(len(res.tokens), mask_holds(cfg))
-                                for _, cfg, res in items])
+                                for _, cfg, res in items], unit)
 for col, (stat, title, axis, caption) in zip(st.columns(2), HEAD_STATISTICS):
     with col:
         st.plotly_chart(head_bars(
             {k: getattr(r, stat) for k, r in labels.items()}, title, axis,
             reference={k: v[stat] for k, v in reference.items()}),
             key=f"attention_{stat}", width="stretch")
-        st.caption(caption)
+        st.caption(caption.format(one=one(unit)))
 
 leaky = [(run, cfg) for run, cfg, _ in items if not mask_holds(cfg)]
 if leaky:
@@ -144,7 +177,7 @@ if leaky:
                 + "".join(f" or the {bug} bug" for bug in dict.fromkeys(
                     c.bug for _, c in leaky if c.causal)) + "): the fraction of each query's attention that lands on "
                 "keys after it, averaged over the prompt. A model that reads the next "
-                "character trains to a suspiciously low loss and generates garbage.")
+                f"{one(unit)} trains to a suspiciously low loss and generates garbage.")
     st.plotly_chart(head_bars(
         {k: r.future for k, r in labels.items()},
         "Attention on keys after the query, per head", "attention on future keys "
