@@ -23,12 +23,29 @@ def tokenizer_of(run) -> str:
     return value if isinstance(value, str) else "char"
 
 
+def tokenizer_unit(tokenizer: str) -> str:
+    """What one token of a ``tokenizer`` setting ("char", "bpe512") is called in a
+    sentence: "characters" or "tokens"."""
+    return "characters" if tokenizer == "char" else "tokens"
+
+
 def token_unit_of(run) -> str:
     """What one token of ``run`` is called in a sentence: "characters" or "tokens"."""
-    return "characters" if tokenizer_of(run) == "char" else "tokens"
+    return tokenizer_unit(tokenizer_of(run))
 
 
 def loss_unit_of(run) -> str:
     """The unit of ``run``'s training and validation loss: nats per character for a
     character run, nats per token for a byte-pair one."""
-    return LOSS_UNIT if tokenizer_of(run) == "char" else TOKEN_LOSS_UNIT
+    return LOSS_UNIT if token_unit_of(run) == "characters" else TOKEN_LOSS_UNIT
+
+
+def shared_unit(runs) -> str:
+    """The unit of runs shown together on one page: "characters" only when every run
+    reads characters (an empty choice reads characters, the default tokenizer)."""
+    return "characters" if all(token_unit_of(r) == "characters" for r in runs) else "tokens"
+
+
+def one(unit: str) -> str:
+    """One of ``unit``: "character" or "token"."""
+    return unit.removesuffix("s")

@@ -172,3 +172,62 @@ def test_attention_on_shallow_runs_draws_every_layer_as_before(page, runs, name,
     assert f"{ids[name]}: every layer and head" in grid["layout"]["title"]["text"]
     assert layer_names(grid) == [f"layer {l}" for l in range(n_layers)]
     assert len([t for t in grid["data"] if t["type"] == "heatmap"]) == n_layers * 2
+
+
+# --- Units: tokens for byte-pair runs, characters for character runs ----------------
+
+def test_units_of_runs(runs):
+    assert token_unit_of(run_of(runs, "char")) == "characters"
+    assert loss_unit_of(run_of(runs, "char")) == "nats per character"
+    for name in ("bpe", "imported"):
+        assert token_unit_of(run_of(runs, name)) == "tokens"
+        assert loss_unit_of(run_of(runs, name)) == "nats per token"
+
+
+def test_run_panel_of_a_byte_pair_run_gives_nats_per_token_and_bits_per_character(
+        page, runs):
+    folder, ids = runs
+    at = page("views/train.py", run=ids["bpe"])
+    helps = {m.label: m.proto.help for m in at.metric}
+    values = {m.label: m.value for m in at.metric}
+    assert helps["Final validation loss"] == "in nats per token"
+    assert helps["Final training loss"] == "in nats per token"
+    assert helps["Tokens"] == "in tokens seen in training"
+    last = RunStore(folder / "llama_lab.db").metrics(ids["bpe"])[-1]
+    assert values["Validation bits per character"] == f"{last['extra']['val_bpc']:.3f}"
+    # a byte-pair token is several characters: fewer bits per character than nats per
+    # token / ln 2 would give
+    assert last["extra"]["val_bpc"] < last["val_loss"] / math.log(2)
+    [chart] = [s for s in plotly_specs(at) if loss_axis(s)]
+    assert loss_axis(chart) == "loss (nats per token)"
+
+
+def test_run_panel_of_a_character_run_stays_in_characters(page, runs):
+    folder, ids = runs
+    at = page("views/train.py", run=ids["char"])
+    helps = {m.label: m.proto.help for m in at.metric}
+    values = {m.label: m.value for m in at.metric}
+    assert helps["Final validation loss"] == "in nats per character"
+    assert helps["Tokens"] == "in characters seen in training"
+    run = run_of(runs, "char")
+    assert values["Validation bits per character"] == \
+        f"{run.final_val_loss / math.log(2):.3f}"
+    [chart] = [s for s in plotly_specs(at) if loss_axis(s)]
+    assert loss_axis(chart) == "loss (nats per character)"
+
+
+@pytest.mark.parametrize("name, unit", [("bpe", "token"), ("imported", "token"),
+                                        ("char", "character")])
+def test_inspect_pages_say_the_unit_of_the_run(page, runs, name, unit):
+    _, ids = runs
+    at = page("views/attention.py", run=ids[name])
+    assert f"how much each {unit} of the prompt" in texts(at)
+    at = page("views/generate.py", run=ids[name])
+    assert at.slider(key="generate_length").label == f"{unit.capitalize()}s to generate"
+    assert f"one {unit} at a time" in texts(at)
+    at = page("views/inference.py", run=ids[name])
+    assert at.slider(key="inf_tokens").label == f"Tokens to generate ({unit}s)"
+    context = run_of(runs, name).model_config["context_window"]
+    assert f"context {context} {unit}s." in texts(at)
+    other = "character" if unit == "token" else "token"
+    assert f"each {other} of" not in texts(at)

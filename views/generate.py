@@ -6,6 +6,7 @@ import streamlit as st
 
 from charts.generation import step_figure
 from charts.labels import describe, short_label
+from charts.units import one, shared_unit, token_unit_of
 from ui.checkpoints import NO_RUNS, checkpoint_file, inspectable_runs, load_run, torch_turn
 from ui.errors import each_run, require
 from ui.figures import grid
@@ -29,9 +30,7 @@ def generate(path: str, mtime_ns: int, run_id: str, prompt: str, length: int,
 
 
 st.title("Generate")
-st.markdown("Each run continues the same prompt with the same random seed, one character "
-            "at a time: at every step the model gives a probability to each possible "
-            "next character, and one is drawn from them.")
+intro = st.empty()  # written once the runs, and so the unit of a token, are known
 
 runs = inspectable_runs()
 if not runs:
@@ -40,17 +39,22 @@ if not runs:
 
 chosen = pick_runs(runs, key="generate_runs", max_runs=MAX_RUNS, default_count=2,
                    label=f"Runs (up to {MAX_RUNS}, side by side)")
+unit = shared_unit(chosen)  # "characters", or "tokens" when a byte-pair run is chosen
+intro.markdown(f"Each run continues the same prompt with the same random seed, one {one(unit)} "
+               "at a time: at every step the model gives a probability to each possible "
+               f"next {one(unit)}, and one is drawn from them.")
 prompt = st.text_input("Prompt", value="ROMEO:", key="generate_prompt")
 c1, c2, c3, c4 = st.columns(4)
 temperature = c1.slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="generate_temperature",
                         help="Divides the logits before the softmax: below 1 sharpens the "
                              "distribution, above 1 flattens it, 0 always takes the most "
-                             "likely character.")
+                             f"likely {one(unit)}.")
 top_k = c2.number_input("Top-k (0 = off)", 0, 100, 0, key="generate_top_k",
-                        help="Keep only the k most likely characters before drawing.")
+                        help=f"Keep only the k most likely {unit} before drawing.")
 seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="generate_seed",
                        help="The same seed draws the same text.")
-length = c4.slider("Characters to generate", 10, 400, 100, 10, key="generate_length")
+length = c4.slider(f"{unit.capitalize()} to generate", 10, 400, 100, 10,
+                   key="generate_length")
 top_k = int(top_k) or None
 bars = min(top_k, 15) if top_k else 10
 
@@ -74,23 +78,24 @@ for col, run in zip(grid(len(chosen)), chosen):
         if run.id not in outputs:
             st.caption("No text: see the message above.")
             continue
-        cfg = load_run(run)[0].cfg
+        model, tokenizer, _ = load_run(run)
+        cfg = model.cfg
         st.caption(describe(cfg) + loss)
         text, _ = outputs[run.id]
-        if len(prompt) > cfg.context_window:
-            st.caption(f"It reads only the last {cfg.context_window} characters of the "
-                       "prompt (its context window).")
+        if len(tokenizer.encode(prompt)) > cfg.context_window:
+            st.caption(f"It reads only the last {cfg.context_window} {token_unit_of(run)} "
+                       "of the prompt (its context window).")
         st.code(prompt + text, language=None, wrap_lines=True)
 
 if outputs:
     st.subheader("What the model was choosing from, step by step")
-    step = st.slider("Generated character number", 1, int(length), 1,
+    step = st.slider(f"Generated {one(unit)} number", 1, int(length), 1,
                      key="generate_step")
     kind = ("after temperature " + f"{temperature:g}" + (f" and top-{top_k}" if top_k
             else "") if temperature > 0 else "temperature 0: the most likely is always "
             "taken")
-    st.caption(f"Bars: the {bars} most likely next characters and the probability the "
-               f"sampler drew from ({kind}); orange is the character drawn. ␣ is a space, "
+    st.caption(f"Bars: the {bars} most likely next {unit} and the probability the "
+               f"sampler drew from ({kind}); orange is the {one(unit)} drawn. ␣ is a space, "
                f"⏎ a new line.")
     for i, (col, run) in enumerate(zip(grid(len(chosen)), chosen)):
         if run.id not in outputs:

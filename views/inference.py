@@ -13,6 +13,7 @@ import streamlit as st
 from charts.inference import RUN_SOURCE, cache_memory_figure, cache_memory_frame, \
     kinds_figure, speed_figure
 from charts.labels import run_label, short_label
+from charts.units import one, token_unit_of
 from llama_core.cache_speed import cache_speed, most_new_tokens
 from llama_core.config import model_from_dict, train_from_dict
 from llama_core.errors import UserError
@@ -94,10 +95,11 @@ if not runs:
 run, model, tokenizer = pick_trained_run(runs, key="inf_run", label="Trained run",
                                          none_picked="Pick a run to measure its generation.")
 cfg = model.cfg
+unit = token_unit_of(run)  # "characters", or "tokens" for a byte-pair run
 kind = attention_kind(cfg.n_heads, cfg.n_kv_heads) if cfg.attention else "no attention"
 st.caption(f"{md_literal(short_label(run))}: {cfg.n_layers} layers, {cfg.n_heads} query "
            f"heads, {cfg.kv_heads} key/value heads ({kind}), head size {cfg.head_dim}, "
-           f"context {cfg.context_window} characters.")
+           f"context {cfg.context_window} {unit}.")
 
 # 1. Speed --------------------------------------------------------------------------
 st.subheader("1. Generation with and without the cache")
@@ -116,7 +118,7 @@ else:
         if room < 2:
             raise UserError(f"The prompt leaves {room} position(s) of the context window "
                             f"({cfg.context_window}); use a shorter prompt.")
-        new_tokens = b.slider("Tokens to generate (characters)", 2, room, room,
+        new_tokens = b.slider(f"Tokens to generate ({unit})", 2, room, room,
                               key="inf_tokens",
                               help="Up to the end of the context window: past it every "
                                    "step reruns the whole window, cache or not.")
@@ -136,7 +138,7 @@ else:
                   help="Reading the prompt and drawing the first token.")
         text = tokenizer.decode(speed.ids[True])
         if speed.same_ids:
-            st.success(f"Both ways wrote the same text, character for character: "
+            st.success(f"Both ways wrote the same text, {one(unit)} for {one(unit)}: "
                        f"“{md_literal(text)}”")
         else:
             st.warning(f"The two ways wrote different text (cached: "
@@ -144,11 +146,11 @@ else:
                        f"“{md_literal(tokenizer.decode(speed.ids[False]))}”): the cache "
                        "is not giving this model's logits.")
         st.caption(
-            f"Greedy decoding (always the most likely character), one sequence, on this "
+            f"Greedy decoding (always the most likely {one(unit)}), one sequence, on this "
             f"server's CPU with one torch thread; each point is the fastest of three "
-            f"tries. Without a cache step n reruns all {len(prompt)} + n characters, so its "
-            f"speed falls as the text grows; with the cache each decode step reads one "
-            f"character. Decode: {parts.loc[True, 'decode_tokens_per_s']:,.0f} tokens/s "
+            f"tries. Without a cache step n reruns all {len(tokenizer.encode(prompt))} + n "
+            f"{unit}, so its speed falls as the text grows; with the cache each decode "
+            f"step reads one {one(unit)}. Decode: {parts.loc[True, 'decode_tokens_per_s']:,.0f} tokens/s "
             f"with the cache, {parts.loc[False, 'decode_tokens_per_s']:,.0f} without.")
         if st.button("Measure again", key="inf_again", icon=":material/refresh:"):
             st.session_state["inf_attempt"] = st.session_state.get("inf_attempt", 0) + 1

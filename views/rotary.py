@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from charts.labels import short_label
+from charts.units import token_unit_of
 from charts.rope_lengths import length_figure, scaled_frequencies_figure
 from charts.rotary import logit_pair, rope_circles, rope_relative, rope_spectrum
 from llama_core import inspect as I
@@ -206,7 +207,7 @@ if cfg.pos == "learned":
 else:
     st.markdown("Layer 0 sees only token embeddings and rotations, so if the prompt is "
                 "moved later in the context window the attention logits between its "
-                "characters must stay exactly the same: only distances matter.")
+                f"{token_unit_of(run)} must stay exactly the same: only distances matter.")
 
 prompt = st.text_input("Prompt", value="To be, or not to be", key="rotary_prompt")
 if not prompt:
@@ -236,7 +237,7 @@ with user_errors():
     shift_note = pitfall.shift_note if pitfall else ""
     if cfg.pos == "rope" and not shift_note:
         verdict = ("about 0: float32 rounding (about 1e-6), so the logits depend only "
-                   "on the distance between characters" if result.max_abs_diff < 1e-3 else
+                   f"on the distance between {unit}" if result.max_abs_diff < 1e-3 else
                    "clearly above float rounding: something other than relative "
                    "position reaches the logits")
     elif shift_note:

@@ -16,6 +16,7 @@ import streamlit as st
 from charts.components import parameter_table
 from charts.labels import run_label
 from charts.numbers import rough_duration, si
+from charts.units import tokenizer_unit
 from llama_core.config import BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig
 from llama_core.corpora import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
@@ -314,7 +315,7 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
                 help="Forward FLOPs per token (a multiply-add is 2); — for element-wise "
                      "parts, which the count leaves out."),
         })
-    st.caption(f"Vocabulary V = {model.vocab_size} characters "
+    st.caption(f"Vocabulary V = {model.vocab_size} {tokenizer_unit(train.tokenizer)} "
                f"({md_literal(train.corpus)}), width "
                f"d = {model.d_model}, context T = {model.context_window}, "
                f"L = {model.n_layers} layers. Embedding and output head are V·d each; "
@@ -391,7 +392,9 @@ elif st.session_state.get("tr_run"):
 if url_run:
     your_run(url_run)
 st.markdown("Set each part, watch what it costs, launch a short run and see it learn. "
-            "Loss is in **nats per character**: ln(vocabulary) ≈ 4.1 is blind guessing.")
+            "Loss is in **nats per token** (a token is one character unless you pick "
+            "byte pairs): ln(vocabulary) is blind guessing, ≈ 4.1 for Shakespeare's "
+            "characters.")
 restore_run_settings(url_run, fill_controls)
 ensure_controls()
 apply_start_parts()
