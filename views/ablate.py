@@ -416,7 +416,8 @@ if group.startswith("classset-"):
 a, b = st.columns([3, 2])  # wide enough for every option's name at 1280 px
 x = a.segmented_control("x axis", AXES, key="ab_x", default="step",
                         required=True, format_func=lambda k: X_AXES[k][0])
-metric = b.segmented_control("Loss", list(METRICS), key="ab_metric",
+# The losses every run of a sweep is scored in (its variants share one tokenizer).
+metric = b.segmented_control("Loss", ["val_loss", "train_loss"], key="ab_metric",
                              default="val_loss", required=True,
                              format_func=lambda k: METRICS[k].split()[0])
 c, z, d = st.columns([2, 2, 3])
