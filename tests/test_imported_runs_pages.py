@@ -194,7 +194,7 @@ def test_run_panel_of_a_byte_pair_run_gives_nats_per_token_and_bits_per_characte
     assert helps["Final training loss"] == "in nats per token"
     assert helps["Tokens"] == "in tokens seen in training"
     last = RunStore(folder / "llama_lab.db").metrics(ids["bpe"])[-1]
-    assert values["Validation bits per character"] == f"{last['extra']['val_bpc']:.3f}"
+    assert values["Bits per character"] == f"{last['extra']['val_bpc']:.3f}"
     # a byte-pair token is several characters: fewer bits per character than nats per
     # token / ln 2 would give
     assert last["extra"]["val_bpc"] < last["val_loss"] / math.log(2)
@@ -210,7 +210,7 @@ def test_run_panel_of_a_character_run_stays_in_characters(page, runs):
     assert helps["Final validation loss"] == "in nats per character"
     assert helps["Tokens"] == "in characters seen in training"
     run = run_of(runs, "char")
-    assert values["Validation bits per character"] == \
+    assert values["Bits per character"] == \
         f"{run.final_val_loss / math.log(2):.3f}"
     [chart] = [s for s in plotly_specs(at) if loss_axis(s)]
     assert loss_axis(chart) == "loss (nats per character)"

@@ -252,9 +252,9 @@ def final_numbers(run, evals) -> None:
              is not None else "—", loss_unit),
             ("Final training loss", f"{run.final_train_loss:.3f}" if run.final_train_loss
              is not None else "—", loss_unit),
-            ("Validation bits per character", f"{bpc:.3f}" if bpc is not None else "—",
-             "bits per character of text (log2): the unit in which runs with different "
-             "tokenizers compare"),
+            ("Bits per character", f"{bpc:.3f}" if bpc is not None else "—",
+             "validation bits per character of text (log2): the unit in which runs with "
+             "different tokenizers compare"),
             ("Steps", f"{run.steps:,}", "optimizer steps"),
             ("Tokens", f"{run.tokens:,}", f"{unit} seen in training"),
             ("Wall time", duration(run.wall_s), "seconds of training"),
