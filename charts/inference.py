@@ -18,9 +18,11 @@ RUN_SOURCE = "this run's config"
 MODE_COLOURS = {True: colour(0), False: colour(1)}
 
 
-def speed_figure(steps: pd.DataFrame, parts: pd.DataFrame, model_name: str) -> go.Figure:
+def speed_figure(steps: pd.DataFrame, parts: pd.DataFrame, model_name: str,
+                 unit: str = "characters") -> go.Figure:
     """Left: tokens per second against tokens generated, one line per mode. Right:
-    prefill and decode seconds per mode, stacked."""
+    prefill and decode seconds per mode, stacked. ``unit`` is what a token of the model
+    is ("characters" or "tokens")."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.14,
                         subplot_titles=("speed as the text grows",
                                         "where the time goes"))
@@ -42,7 +44,8 @@ def speed_figure(steps: pd.DataFrame, parts: pd.DataFrame, model_name: str) -> g
             row=1, col=2)
     fig.update_layout(barmode="stack",
                       legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
-    fig.update_xaxes(title_text="tokens generated so far (characters)", row=1, col=1)
+    fig.update_xaxes(title_text="tokens generated so far"
+                     + (" (characters)" if unit == "characters" else ""), row=1, col=1)
     fig.update_yaxes(title_text="tokens per second", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="time (ms)", rangemode="tozero", row=1, col=2)
     titled(fig, f"Generation speed of {plotly_literal(model_name)}, greedy, one sequence",

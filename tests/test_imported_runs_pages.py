@@ -231,3 +231,13 @@ def test_inspect_pages_say_the_unit_of_the_run(page, runs, name, unit):
     assert f"context {context} {unit}s." in texts(at)
     other = "character" if unit == "token" else "token"
     assert f"each {other} of" not in texts(at)
+
+
+@pytest.mark.parametrize("name, axis", [("bpe", "tokens generated so far"),
+                                        ("char", "tokens generated so far (characters)")])
+def test_inference_speed_axis_counts_the_runs_tokens(page, runs, name, axis):
+    _, ids = runs
+    at = page("views/inference.py", run=ids[name])
+    [speed] = [s for s in plotly_specs(at) if "Generation speed" in s["layout"]["title"][
+        "text"]]
+    assert speed["layout"]["xaxis"]["title"]["text"] == axis

@@ -125,7 +125,7 @@ else:
         with st.spinner("Generating both ways, three times each…"):
             speed = measure(run, prompt, int(new_tokens))
     if speed is not None:
-        show_chart(speed_figure(speed.steps, speed.parts, short_label(run)),
+        show_chart(speed_figure(speed.steps, speed.parts, short_label(run), unit),
                    key="inf_speed", filename="generation-speed")
         parts = speed.parts.set_index("cached")
         last = speed.steps.groupby("cached")["tokens_per_s"].last()
