@@ -47,6 +47,7 @@ def live_loss_figure(steps: pd.DataFrame, evals: pd.DataFrame, x: str = "step",
     check_axes(x)
     fig = go.Figure()
     loss_layout(fig, x, f"loss ({loss_unit})", height=height)
+    per = loss_unit.replace(" per ", "/").replace("character", "char")  # for hovers
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
                                   xanchor="left"), margin=dict(l=10, r=10, t=30, b=10))
     val = evals[evals["val_loss"].notna() & evals[x].notna()] if not evals.empty else evals
@@ -60,23 +61,23 @@ def live_loss_figure(steps: pd.DataFrame, evals: pd.DataFrame, x: str = "step",
             x=smooth[x], y=smooth["smooth"], name=SMOOTH_NAME, mode="lines",
             line=dict(color=TRAIN_COLOUR, width=4),
             hovertemplate=f"average of {SMOOTH_STEPS} steps around it: %{{y:.3f}} "
-                          "nats/char<extra></extra>"))
+                          f"{per}<extra></extra>"))
     else:
         train = evals[evals["train_loss"].notna() & evals[x].notna()]
         fig.add_trace(go.Scatter(
             x=train[x], y=train["train_loss"], name=SMOOTH_NAME, mode="lines+markers",
             line=dict(color=TRAIN_COLOUR, width=3, dash="dot"), marker=dict(size=8),
-            hovertemplate="training loss: %{y:.3f} nats/char<extra></extra>"))
+            hovertemplate=f"training loss: %{{y:.3f}} {per}<extra></extra>"))
     fig.add_trace(go.Scatter(
         x=val[x], y=val["val_loss"], name=METRICS["val_loss"], mode="lines+markers",
         line=dict(color=VAL_COLOUR, width=3), marker=dict(size=10),
-        hovertemplate="validation loss: %{y:.3f} nats/char<extra></extra>"))
+        hovertemplate=f"validation loss: %{{y:.3f}} {per}<extra></extra>"))
     if has_steps:
         raw = downsample(steps[steps["loss"].notna() & steps[x].notna()])
         fig.add_trace(go.Scatter(
             x=raw[x], y=raw["loss"], name=RAW_NAME, mode="markers",
             marker=dict(color=TRAIN_COLOUR, size=4, opacity=0.3),
-            hovertemplate="this step's batch: %{y:.3f} nats/char<extra></extra>"))
+            hovertemplate=f"this step's batch: %{{y:.3f}} {per}<extra></extra>"))
         fig.data = (fig.data[2], fig.data[0], fig.data[1])  # points under the lines
     fig.update_xaxes(hoverformat=HOVER_FORMAT[x])
     guess = mark_guessing(fig, vocab_size)

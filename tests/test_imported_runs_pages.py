@@ -200,6 +200,8 @@ def test_run_panel_of_a_byte_pair_run_gives_nats_per_token_and_bits_per_characte
     assert last["extra"]["val_bpc"] < last["val_loss"] / math.log(2)
     [chart] = [s for s in plotly_specs(at) if loss_axis(s)]
     assert loss_axis(chart) == "loss (nats per token)"
+    hovers = {t["name"]: t["hovertemplate"] for t in chart["data"] if t.get("name")}
+    assert "nats/token" in hovers["validation loss"] and "nats/char" not in str(hovers)
 
 
 def test_run_panel_of_a_character_run_stays_in_characters(page, runs):
@@ -214,6 +216,8 @@ def test_run_panel_of_a_character_run_stays_in_characters(page, runs):
         f"{run.final_val_loss / math.log(2):.3f}"
     [chart] = [s for s in plotly_specs(at) if loss_axis(s)]
     assert loss_axis(chart) == "loss (nats per character)"
+    hovers = {t["name"]: t["hovertemplate"] for t in chart["data"] if t.get("name")}
+    assert "nats/char" in hovers["validation loss"]
 
 
 @pytest.mark.parametrize("name, unit", [("bpe", "token"), ("imported", "token"),
