@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers_apptest import job_manager, open_page, plotly_values as plain, read_table
 from helpers_markdown import as_read
-from llama_core.config import model_from_dict
+from llama_core.config import model_from_dict, train_from_dict
 from llama_core.lab import classset
 from llama_core.lab.store import RunStore
 
@@ -159,7 +159,7 @@ def test_records_export_and_rerun_a_class_set_record(app_runs):
     (run,) = store.list_runs(group=group)
     # A record made before a field existed is re-run with that field's default.
     assert model_from_dict(run.model_config) == model_from_dict(target.model_config)
-    assert run.train_config == target.train_config
+    assert train_from_dict(run.train_config) == train_from_dict(target.train_config)
     assert (run.name, run.seed) == (target.name, target.seed)
 
 
