@@ -10,17 +10,21 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from charts.palette import colour
+from llama_core.lab.hf_runs import imported_from
 from llama_core.lab.plain_text import plotly_literal
 
 
 def brief(run) -> str:
-    """A run's shape, its modifications and its length, in one line."""
+    """A run's shape, its modifications and its length (or, for an imported model,
+    where it came from: it was not trained here), in one line."""
     m, t = run.model_config, run.train_config
+    record = imported_from(run)
+    length = (f", imported from {record.get('source')}"
+              if record is not None else f", {t.get('steps')} steps"
+              + (f", {t.get('time_budget'):g} s" if t.get("time_budget") else ""))
     return (f"{m.get('n_layers')}×{m.get('d_model')} ctx {m.get('context_window')} "
             f"{m.get('norm')}/{m.get('pos')}/{m.get('ffn')}"
-            + ("" if m.get("causal", True) else " non-causal")
-            + f", {t.get('steps')} steps" + (f", {t.get('time_budget'):g} s"
-                                              if t.get("time_budget") else ""))
+            + ("" if m.get("causal", True) else " non-causal") + length)
 
 
 def who(owner: str | None, names: dict[str, str]) -> str:

@@ -245,3 +245,12 @@ def test_inference_speed_axis_counts_the_runs_tokens(page, runs, name, axis):
     [speed] = [s for s in plotly_specs(at) if "Generation speed" in s["layout"]["title"][
         "text"]]
     assert speed["layout"]["xaxis"]["title"]["text"] == axis
+
+
+def test_teacher_briefs_an_imported_run_by_where_it_came_from(page, runs):
+    _, ids = runs
+    at = page("views/teacher.py", runs=[ids["imported"], ids["char"]])
+    text = texts(at)
+    assert f"deep-llama ({ids['imported']}): {LAYERS}×16 ctx 64 rmsnorm/rope/swiglu, " \
+           "imported from deep-llama" in text
+    assert "None steps" not in text and ", 30 steps" in text  # the char run's own

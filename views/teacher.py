@@ -131,7 +131,7 @@ runs = [known[r] for r in chosen]
 reveal_key = "t_revealed:" + ",".join(chosen)
 labels = {r.id: f"{md_literal(r.name)} ({r.id})" for r in runs}  # Markdown, as typed
 for r in runs:
-    st.markdown(f"- **{labels[r.id]}**: {brief(r)}")
+    st.markdown(f"- **{labels[r.id]}**: {md_literal(brief(r))}")
 guess = st.radio("Which run will end with the lowest validation loss?", chosen, index=None,
                  format_func=labels.get, key="t_guess:" + ",".join(chosen))
 if st.button("Reveal", type="primary", disabled=guess is None, key="t_reveal"):
