@@ -89,7 +89,11 @@ def estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str = "cpu"
 
 # --- A timed probe: this machine's speed for this shape ----------------------------
 
-START_S = 0.5  # handing the run to a warm worker, reading the corpus, building the model
+# What a run costs besides its steps and evaluations: handing it to a warm worker,
+# building the model, the last evaluation's bookkeeping, saving the checkpoint and
+# recording the end. Measured with benchmarks/bench_estimates.py as actual - estimate
+# on a quiet 2-core machine: 1.8 to 2.6 s over ten configurations.
+START_S = 2.4
 PROBE_STEP_LIMIT_S = 1.0  # shapes predicted slower per step than this are not probed
 PROBE_S = 0.4  # time the probe spends on steps after its warm-up step
 
@@ -139,7 +143,10 @@ def probe(model_cfg: ModelConfig, batch_size: int, device: str = "cpu",
 
 
 def _timed(fn, budget: float = PROBE_S, most: int = 20) -> float:
-    """Median seconds of ``fn`` after one warm-up call, repeated for about ``budget``."""
+    """Fastest seconds of ``fn`` after one warm-up call, repeated for about ``budget``.
+    The fastest, not the median: the probe is kept for the process's life, and a probe
+    taken while a worker process starts (importing torch on the same cores) would
+    otherwise make every later estimate of that shape several times too long."""
     fn()
     times: list[float] = []
     spent = 0.0
@@ -148,7 +155,7 @@ def _timed(fn, budget: float = PROBE_S, most: int = 20) -> float:
         fn()
         times.append(time.perf_counter() - t0)
         spent += times[-1]
-    return statistics.median(times)
+    return min(times)
 
 
 def timed_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str = "cpu",
