@@ -97,3 +97,22 @@ def _top(steps: pd.DataFrame, val: pd.DataFrame, guess: float) -> float:
         values.append(float(val["val_loss"].max()))
     top = max(v for v in values if v == v)
     return min(top, 3 * guess) * 1.08
+
+
+def starting_line_figure(vocab_size: int, steps: int | None, loss_unit: str = LOSS_UNIT,
+                         height: int = 260) -> go.Figure:
+    """The live chart before Launch: empty axes with the line every curve starts at,
+    ln(vocabulary), the loss of guessing each token with equal probability. (Drawn on
+    the builder, it also has the browser load the chart library before the click, so
+    the first point of a launched run is not kept waiting for it.)"""
+    fig = go.Figure()
+    loss_layout(fig, "step", f"loss ({loss_unit})", height=height)
+    fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    guess = mark_guessing(fig, vocab_size)
+    if steps:  # a run on the clock has no step count to show
+        fig.update_xaxes(range=[0, int(steps)])
+    fig.update_yaxes(range=[0, 1.2 * guess] if guess else [0, 1])
+    fig.add_annotation(text="Launch, and the training loss starts near this line",
+                       x=0.5, y=0.35, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#555"))
+    return fig

@@ -34,10 +34,15 @@ def token_unit_of(run) -> str:
     return tokenizer_unit(tokenizer_of(run))
 
 
+def tokenizer_loss_unit(tokenizer: str) -> str:
+    """The loss unit of a ``tokenizer`` setting: nats per character or per token."""
+    return LOSS_UNIT if tokenizer_unit(tokenizer) == "characters" else TOKEN_LOSS_UNIT
+
+
 def loss_unit_of(run) -> str:
     """The unit of ``run``'s training and validation loss: nats per character for a
     character run, nats per token for a byte-pair one."""
-    return LOSS_UNIT if token_unit_of(run) == "characters" else TOKEN_LOSS_UNIT
+    return tokenizer_loss_unit(tokenizer_of(run))
 
 
 def shared_unit(runs) -> str:

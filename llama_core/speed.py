@@ -98,14 +98,35 @@ PROBE_STEP_LIMIT_S = 1.0  # shapes predicted slower per step than this are not p
 PROBE_S = 0.4  # time the probe spends on steps after its warm-up step
 
 
-@functools.lru_cache(maxsize=64)
+PROBE_AGAIN_S = 60.0  # a shape's probe is retaken this often, keeping the fastest seen
+_probes: dict[tuple, tuple[float, dict | None]] = {}
+
+
 def probe(model_cfg: ModelConfig, batch_size: int, device: str = "cpu",
           threads: int | None = None) -> dict | None:
-    """Time a few real training steps of this shape on this machine (once per shape,
-    device and thread count in a process): seconds per step, per evaluation forward
-    pass (batch_size sequences) and per sampled character (one sequence). None when
-    the shape is too big to probe quickly (a step predicted over PROBE_STEP_LIMIT_S):
-    estimate() from FLOP/s stands in for those."""
+    """Time a few real training steps of this shape on this machine: seconds per step,
+    per evaluation forward pass (batch_size sequences) and per sampled token (one
+    sequence). None when the shape is too big to probe quickly (a step predicted over
+    PROBE_STEP_LIMIT_S): estimate() from FLOP/s stands in for those.
+
+    Kept per shape, device and thread count, retaken at most every PROBE_AGAIN_S, and
+    the fastest of every reading is the answer: a probe that ran while a worker process
+    was starting on the same cores would otherwise hold a shape's estimate several
+    times too long for the server's whole life."""
+    key = (model_cfg, batch_size, device, threads)
+    now = time.monotonic()
+    seen = _probes.get(key)
+    if seen is not None and now - seen[0] < PROBE_AGAIN_S:
+        return seen[1]
+    fresh = _probe(model_cfg, batch_size, device, threads)
+    if seen is not None and seen[1] is not None and fresh is not None:
+        fresh = {k: min(v, seen[1][k]) for k, v in fresh.items()}
+    _probes[key] = (now, fresh)
+    return fresh
+
+
+def _probe(model_cfg: ModelConfig, batch_size: int, device: str,
+           threads: int | None) -> dict | None:
     from .model import Llama
     per_token = flops_per_token(model_cfg)["training_flops_per_token"]
     tokens = batch_size * model_cfg.context_window

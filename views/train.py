@@ -16,7 +16,8 @@ import streamlit as st
 from charts.components import parameter_table
 from charts.labels import run_label
 from charts.numbers import rough_duration, si
-from charts.units import tokenizer_unit
+from charts.live_loss import starting_line_figure
+from charts.units import tokenizer_loss_unit, tokenizer_unit
 from llama_core.config import BUGS, FFNS, NORMS, POSITIONS, ModelConfig, TrainConfig
 from llama_core.corpora import UPLOAD_PREFIX, list_corpora, save_upload
 from llama_core.errors import UserError
@@ -433,3 +434,9 @@ if not url_run:
         for run in mine:
             st.page_link("views/train.py", label=md_literal(run_label(run)),
                          query_params={"run": run.id}, icon=":material/history:")
+    if model_cfg is not None:
+        steps = None if train_cfg.time_budget else train_cfg.steps
+        st.plotly_chart(starting_line_figure(model_cfg.vocab_size, steps,
+                                             tokenizer_loss_unit(train_cfg.tokenizer)),
+                        key="tr_start_line", width="stretch",
+                        config={"displayModeBar": False})
