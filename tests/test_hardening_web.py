@@ -214,8 +214,7 @@ def test_only_the_owner_may_stop_a_run(tmp_path):
 def test_a_custom_variant_cannot_train_on_a_server_file(tmp_path, page, secret_file,
                                                         uploads):
     from conftest import running_dashboard
-    from helpers_browser import (assert_no_exception, open_page, press_launch, screenshot,
-                                 wait_for_app)
+    from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -241,8 +240,7 @@ def test_a_custom_variant_cannot_train_on_a_server_file(tmp_path, page, secret_f
 @pytest.mark.browser
 def test_a_student_sees_another_students_run_read_only(tmp_path, browser):
     from conftest import running_dashboard
-    from helpers_browser import (assert_no_exception, open_page, press_launch, screenshot,
-                                 wait_for_app)
+    from helpers_browser import assert_no_exception, open_page, screenshot, wait_for_app
 
     runs = tmp_path / "runs"
     runs.mkdir()

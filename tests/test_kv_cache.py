@@ -5,7 +5,6 @@ llama_core. Models are tiny: the whole file runs in seconds on two CPU cores."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math

@@ -12,7 +12,7 @@ import streamlit as st
 
 from charts.inference import RUN_SOURCE, cache_memory_figure, cache_memory_frame, \
     kinds_figure, speed_figure
-from charts.labels import run_label, short_label
+from charts.labels import short_label
 from charts.units import one, token_unit_of
 from llama_core.cache_speed import cache_speed, most_new_tokens
 from llama_core.config import model_from_dict, train_from_dict

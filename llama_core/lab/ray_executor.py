@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import model_from_dict, train_from_dict
+from ..config import machine_cores, model_from_dict, train_from_dict
 from ..errors import UserError
 from .store import REPO_ROOT, RunNotFound, RunStore
 from .worker import CHECKPOINT, ERROR_LOG, FORCED_STOP_MESSAGE, STOP_POLL_S
@@ -284,7 +284,7 @@ class RayExecutor:
                 [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
                     os.pathsep) if p])}}
             if self.address == LOCAL:
-                ray.init(num_cpus=_local_cpus(), include_dashboard=False,
+                ray.init(num_cpus=machine_cores(), include_dashboard=False,
                          log_to_driver=False, runtime_env=env,
                          _node_ip_address="127.0.0.1")
             else:
@@ -506,13 +506,6 @@ def _send_token_if_any() -> None:
             os.environ["RAY_AUTH_MODE"] = "token"
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def _local_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _first_line(e: BaseException) -> str:
