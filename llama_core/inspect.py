@@ -371,9 +371,9 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
 
     Columns name, type, input_shape, output_shape (tensor shapes as strings, first
     tensor of a tuple), params (scalars held directly by the module, so the column sums
-    to the model's total), note. wq, wk, wv (and SwiGLU's w1, w3) are never called on
-    their own (their weights run as one fused matrix multiply), so they are listed under
-    their parent module with empty shapes and a note saying so. Containers (ModuleList) are left out.
+    to the model's total), note. A module the forward pass never enters is listed under
+    its parent with empty shapes and a note saying so. Containers (ModuleList) are left
+    out.
     """
     idx = token_ids(model, idx)
     rows: dict[str, dict] = {}
@@ -412,16 +412,13 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
     for name, module in modules:
         if (name or "(model)") in rows:
             continue
-        note = "not called on its own"
-        if isinstance(module, nn.Linear):
-            siblings = "w1/w3" if name.endswith(("w1", "w3")) else "q/k/v"
-            note = (f"weight {tuple(module.weight.shape)} (out, in) runs inside the "
-                    f"parent's fused {siblings} matrix multiply")
+        note = ("its rate is handed to the fused attention kernel"
+                if name.endswith("attention.dropout") else "not entered by this forward pass")
         row = dict(name=name, type=type(module).__name__, input_shape="", output_shape="",
                    params=own_params(module), note=note)
         parent = name.rsplit(".", 1)[0]
         at = next((i for i, r in enumerate(ordered) if r["name"] == parent), len(ordered) - 1)
-        while at + 1 < len(ordered) and ordered[at + 1]["note"]:  # keep wq, wk, wv in order
+        while at + 1 < len(ordered) and ordered[at + 1]["note"]:  # after earlier siblings
             at += 1
         ordered.insert(at + 1, row)
     if model.output.weight is model.tok_embeddings.weight:

@@ -207,9 +207,9 @@ def probe_rope_pairs(model: Llama) -> dict:
     positions = model.layers[0].attention.positions
     device = model.freqs_cis.device
     units = torch.eye(head_dim, device=device)  # one unit vector per dimension, as heads
-    with torch.no_grad():
-        out = positions(units[None, :, None, :].expand(1, head_dim, T, head_dim),
-                        model.freqs_cis, 0)[0].float()
+    with torch.no_grad():  # heads (1, T, head_dim, head_dim) -> (dimension in, position, out)
+        out = positions(units[None, None].expand(1, T, head_dim, head_dim),
+                        model.freqs_cis, 0)[0].transpose(0, 1).float()
     pair = torch.arange(head_dim, device=device) // 2
     outside = (pair[:, None] != pair[None, :]).float()[:, None, :]  # (dimension in, 1, out)
     leaked = (out.pow(2) * outside).sum(-1).sqrt()  # (dimension in, position)

@@ -225,9 +225,12 @@ def test_module_shapes_lists_every_module_with_its_shapes():
     assert rows.loc["tok_embeddings", "output_shape"] == "(3, 7, 16)"
     assert rows.loc["pos_embeddings", "output_shape"] == "(7, 16)"
     assert rows.loc["layers.1.feed_forward.w2", "input_shape"] == f"(3, 7, {model.cfg.ffn_hidden})"
-    assert "fused" in rows.loc["layers.1.feed_forward.w1", "note"]
+    assert rows.loc["layers.1.feed_forward.w1", "output_shape"] == f"(3, 7, {model.cfg.ffn_hidden})"
     assert rows.loc["layers.0.attention", "output_shape"] == "(3, 7, 16)"
-    assert "fused" in rows.loc["layers.0.attention.wq", "note"]
+    assert rows.loc["layers.0.attention.wq", "output_shape"] == "(3, 7, 16)"
+    assert "fused attention" in rows.loc["layers.0.attention.dropout", "note"]
+    assert set(df.name[df.note != ""]) == {"pos_embeddings", "layers.0.attention.dropout",
+                                           "layers.1.attention.dropout"}
     assert int(df.params.sum()) == model.num_params()
     names = [n for n, m in model.named_modules() if n and not isinstance(m, nn.ModuleList)]
     assert set(names) <= set(df.name)

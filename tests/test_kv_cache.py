@@ -392,4 +392,4 @@ def test_module_shapes_count_a_tied_head_once_and_say_so():
     table = I.module_shapes(model, ids(model.cfg, 1, 6)).set_index("name")
     assert table["params"].sum() == model.num_params()
     assert table.loc["output", "params"] == 0 and "tied" in table.loc["output", "note"]
-    assert "(4, 16)" in table.loc["layers.0.attention.wk", "note"]  # one KV head of 4
+    assert table.loc["layers.0.attention.wk", "output_shape"] == "(1, 6, 4)"  # one KV head of 4

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from llama_core import model as M
 from llama_core.config import BUGS, ModelConfig
 from llama_core.pitfalls import BUILT_IN
-from llama_core.model import Llama, RMSNorm, apply_rope, rope_frequencies, rope_table
+from llama_core.model import Llama, RMSNorm, RMSNormFunction, apply_rope, rope_frequencies, rope_table
 
 NORMS, POSES, FFNS = ("rmsnorm", "layernorm", "none"), ("rope", "learned", "none"), \
     ("swiglu", "gelu", "relu")
@@ -171,6 +171,33 @@ def test_rmsnorm_matches_formula():
     x2 = x.clone()
     x2[:, 4] *= 100
     torch.testing.assert_close(norm(x2)[:, :4], norm(x)[:, :4])
+
+
+def test_rmsnorm_written_out_backward_equals_autograd_of_the_formula():
+    # RMSNormFunction's hand-written derivative against autograd's, in float64
+    # (gradcheck: against finite differences too) and in float32 inside a model step.
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64) * 3 + 1).requires_grad_()
+    w = torch.randn(8, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w: RMSNormFunction.apply(x, w, 1e-5), (x, w))
+    upstream = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad(RMSNormFunction.apply(x, w, 1e-5), (x, w), upstream)
+    reference = torch.autograd.grad(rms_reference(x, w, 1e-5), (x, w), upstream)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    norm = RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, generator=g))
+    x32 = (torch.randn(4, 7, 16, generator=g) * 2).requires_grad_()
+    norm(x32).pow(2).sum().backward()
+    x64, w64 = x32.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_()
+    rms_reference(x64, w64, 1e-5).pow(2).sum().backward()
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-4)
+    # Without gradients (evaluation, generation) PyTorch's one-call rms_norm runs.
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x32), rms_reference(x32.double(), w64, 1e-5).float())
 
 
 def test_rmsnorm_computes_in_float32_for_low_precision_inputs():

@@ -333,8 +333,7 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
                          "parameters", format="localized")})
         st.caption("Shapes are (batch B, positions T, features): d inside the blocks, the "
                    "feed-forward's hidden size inside it, the vocabulary at the output. "
-                   "wq, wk and wv run inside one fused matrix multiply, so they have no "
-                   "shapes of their own (see the note). Computed on PyTorch's meta device: "
+                   "Computed on PyTorch's meta device: "
                    "exact shapes, no weights, no arithmetic.")
 
 
