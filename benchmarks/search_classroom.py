@@ -34,13 +34,18 @@ PRESET = "classroom"
 CANDIDATES = {
     "preset": {},
     "lr3e-3": {"lr": 3e-3, "min_lr": 3e-4},
-    "lr1.5e-3": {"lr": 1.5e-3, "min_lr": 1.5e-4},
     "batch32-lr3e-3": {"batch_size": 32, "lr": 3e-3, "min_lr": 3e-4},
-    "batch8": {"batch_size": 8},
-    "3-layers": {"n_layers": 3},
+    "batch32-lr4e-3": {"batch_size": 32, "lr": 4e-3, "min_lr": 4e-4},
     "context64-batch8": {"context_window": 64, "batch_size": 8},
-    "width96-heads4": {"d_model": 96},
+    "context64-batch16-lr3e-3": {"context_window": 64, "batch_size": 16, "lr": 3e-3,
+                                 "min_lr": 3e-4},
+    "3-layers": {"n_layers": 3},
+    "3-layers-width160": {"n_layers": 3, "d_model": 160},
     "width160-heads4": {"d_model": 160},
+    "3-layers-lr3e-3": {"n_layers": 3, "lr": 3e-3, "min_lr": 3e-4},
+    "3-layers-context64-batch8": {"n_layers": 3, "context_window": 64, "batch_size": 8},
+    "3-layers-context64-batch8-lr3e-3": {"n_layers": 3, "context_window": 64,
+                                         "batch_size": 8, "lr": 3e-3, "min_lr": 3e-4},
 }
 
 

@@ -25,7 +25,7 @@ from llama_core.lab import classroom
 from llama_core.lab.classroom import offered_presets
 from llama_core.presets import PRESETS, build_configs
 from ui import state
-from ui.errors import show_error, user_errors
+from ui.errors import show_error
 from ui.estimates import cuda_available, run_estimate
 from ui.llama_parts import SCALING_KINDS, kv_choices, kv_field, kv_label, scaling_controls, \
     scaling_dict
@@ -338,16 +338,20 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
 
 
 def launch(model: ModelConfig, train: TrainConfig) -> None:
-    """Queue the run, put it in the URL and redraw: the run panel is drawn above the
-    builder, so the rerun shows its chart at the top of the page."""
+    """Launch's callback: queue the run and put it in the URL before the page reruns, so
+    the one rerun the click causes draws the run panel, above the builder, with its
+    chart on screen (a submit inside the page would need a second rerun). A refusal is
+    kept for the page to show under the button."""
     name = (st.session_state.get("tr_name") or "").strip() or None
-    with user_errors():
+    try:
         run_id = state.job_manager().submit(model, train, name=name,
                                             owner=state.owner_id())
-        st.session_state["tr_run"] = run_id
-        st.session_state["tr_jump"] = True
-        st.query_params["run"] = run_id
-        st.rerun()
+    except UserError as e:
+        st.session_state["tr_launch_refused"] = str(e)
+        return
+    st.session_state["tr_run"] = run_id
+    st.session_state["tr_jump"] = True
+    st.query_params["run"] = run_id
 
 
 # --- The current run ----------------------------------------------------------------
@@ -418,9 +422,12 @@ with right:
 with left:
     blocked = launch_guard(model_cfg, train_cfg) if model_cfg is not None else \
         "Fix the setting named in red first."
-    if st.button("Launch", key="tr_launch", type="primary", icon=":material/play_arrow:",
-                 disabled=blocked is not None, width="stretch", help=blocked):
-        launch(model_cfg, train_cfg)
+    st.button("Launch", key="tr_launch", type="primary", icon=":material/play_arrow:",
+              disabled=blocked is not None, width="stretch", help=blocked,
+              on_click=launch, args=(model_cfg, train_cfg))
+    refused = st.session_state.pop("tr_launch_refused", None)
+    if refused:
+        show_error(refused)
 
 if not url_run:
     st.divider()
