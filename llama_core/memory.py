@@ -8,10 +8,9 @@ the whole server) instead.
 The estimate is an upper bound on what training adds on top of torch's own runtime,
 counted in float32 (bf16 autocast on a GPU only makes activations smaller):
 
-- weights: parameters, their gradients, AdamW's two moments, and the concatenated
-  q/k/v and SwiGLU matrices with their gradients, which autograd holds during the
-  backward pass (6 x the exact parameter count, read from a model built on the meta
-  device);
+- weights: parameters, their gradients, AdamW's two moments, and room for the
+  backward pass's and the optimizer's temporaries of weight size (6 x the exact
+  parameter count, read from a model built on the meta device);
 - activations: what autograd keeps per token and layer (norms, q/k/v and rotations,
   attention outputs, the feed-forward's hidden units, dropout masks, and the T x T
   scores when attention is computed explicitly: with dropout or an attention class
