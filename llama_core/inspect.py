@@ -413,7 +413,8 @@ def module_shapes(model: Llama, idx) -> pd.DataFrame:
         if (name or "(model)") in rows:
             continue
         note = ("its rate is handed to the fused attention kernel"
-                if name.endswith("attention.dropout") else "not entered by this forward pass")
+                if name.endswith("attention.dropout")
+                else "not entered by this forward pass")
         row = dict(name=name, type=type(module).__name__, input_shape="", output_shape="",
                    params=own_params(module), note=note)
         parent = name.rsplit(".", 1)[0]

@@ -207,7 +207,8 @@ def probe_rope_pairs(model: Llama) -> dict:
     positions = model.layers[0].attention.positions
     device = model.freqs_cis.device
     units = torch.eye(head_dim, device=device)  # one unit vector per dimension, as heads
-    with torch.no_grad():  # heads (1, T, head_dim, head_dim) -> (dimension in, position, out)
+    # heads (1, T, head_dim, head_dim) in; out as (dimension in, position, dimension out)
+    with torch.no_grad():
         out = positions(units[None, None].expand(1, T, head_dim, head_dim),
                         model.freqs_cis, 0)[0].transpose(0, 1).float()
     pair = torch.arange(head_dim, device=device) // 2

@@ -184,12 +184,17 @@ def test_units_of_runs(runs):
         assert loss_unit_of(run_of(runs, name)) == "nats per token"
 
 
+def metric_helps_and_values(at) -> tuple[dict, dict]:
+    """The page's st.metric help texts and values, by label."""
+    return ({m.label: m.proto.help for m in at.metric},
+            {m.label: m.value for m in at.metric})
+
+
 def test_run_panel_of_a_byte_pair_run_gives_nats_per_token_and_bits_per_character(
         page, runs):
     folder, ids = runs
     at = page("views/train.py", run=ids["bpe"])
-    helps = {m.label: m.proto.help for m in at.metric}
-    values = {m.label: m.value for m in at.metric}
+    helps, values = metric_helps_and_values(at)
     assert helps["Final validation loss"] == "in nats per token"
     assert helps["Final training loss"] == "in nats per token"
     assert helps["Tokens"] == "in tokens seen in training"
@@ -207,8 +212,7 @@ def test_run_panel_of_a_byte_pair_run_gives_nats_per_token_and_bits_per_characte
 def test_run_panel_of_a_character_run_stays_in_characters(page, runs):
     folder, ids = runs
     at = page("views/train.py", run=ids["char"])
-    helps = {m.label: m.proto.help for m in at.metric}
-    values = {m.label: m.value for m in at.metric}
+    helps, values = metric_helps_and_values(at)
     assert helps["Final validation loss"] == "in nats per character"
     assert helps["Tokens"] == "in characters seen in training"
     run = run_of(runs, "char")

@@ -18,7 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from llama_core import model as M
 from llama_core.config import BUGS, ModelConfig
 from llama_core.pitfalls import BUILT_IN
-from llama_core.model import Llama, RMSNorm, RMSNormFunction, apply_rope, rope_frequencies, rope_table
+from llama_core.model import (Llama, RMSNorm, RMSNormFunction, apply_rope,
+                               rope_frequencies, rope_table)
 
 NORMS, POSES, FFNS = ("rmsnorm", "layernorm", "none"), ("rope", "learned", "none"), \
     ("swiglu", "gelu", "relu")
@@ -191,7 +192,8 @@ def test_rmsnorm_written_out_backward_equals_autograd_of_the_formula():
         norm.weight.copy_(torch.randn(16, generator=g))
     x32 = (torch.randn(4, 7, 16, generator=g) * 2).requires_grad_()
     norm(x32).pow(2).sum().backward()
-    x64, w64 = x32.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_()
+    x64 = x32.detach().double().requires_grad_()
+    w64 = norm.weight.detach().double().requires_grad_()
     rms_reference(x64, w64, 1e-5).pow(2).sum().backward()
     torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(norm.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-4)

@@ -1,6 +1,7 @@
-"""Attention: where each token (character or byte-pair token) of a prompt looks, in every layer and head of one
-or two trained runs, their difference, and per-head statistics (entropy, distance, and
-attention on future keys when the causal mask is off)."""
+"""Attention: where each token (character or byte-pair token) of a prompt looks, in
+every layer and head of one or two trained runs, their difference, and per-head
+statistics (entropy, distance, and attention on future keys when the causal mask is
+off)."""
 
 import streamlit as st
 

@@ -94,7 +94,7 @@ def results(chosen: list[str], x: str, metric: str, baseline: str | None,
                    "their losses per token are not comparable; choose bits per character.")
     if any(r.active for r in runs):
         st.caption("Some runs are still training: their curves grow as you watch.")
-    imported = [(r, imported_from(r)) for r in runs if imported_from(r) is not None]
+    imported = [(r, rec) for r in runs if (rec := imported_from(r)) is not None]
     if imported:
         st.info(" ".join(f"{r.id} was imported from {md_literal(str(rec.get('source')))}: "
                          "trained elsewhere, it has no training curve or final loss here."

@@ -40,9 +40,9 @@ if not runs:
 chosen = pick_runs(runs, key="generate_runs", max_runs=MAX_RUNS, default_count=2,
                    label=f"Runs (up to {MAX_RUNS}, side by side)")
 unit = shared_unit(chosen)  # "characters", or "tokens" when a byte-pair run is chosen
-intro.markdown(f"Each run continues the same prompt with the same random seed, one {one(unit)} "
-               "at a time: at every step the model gives a probability to each possible "
-               f"next {one(unit)}, and one is drawn from them.")
+intro.markdown(f"Each run continues the same prompt with the same random seed, one "
+               f"{one(unit)} at a time: at every step the model gives a probability to "
+               f"each possible next {one(unit)}, and one is drawn from them.")
 prompt = st.text_input("Prompt", value="ROMEO:", key="generate_prompt")
 c1, c2, c3, c4 = st.columns(4)
 temperature = c1.slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="generate_temperature",

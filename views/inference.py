@@ -150,7 +150,8 @@ else:
             f"server's CPU with one torch thread; each point is the fastest of three "
             f"tries. Without a cache step n reruns all {len(tokenizer.encode(prompt))} + n "
             f"{unit}, so its speed falls as the text grows; with the cache each decode "
-            f"step reads one {one(unit)}. Decode: {parts.loc[True, 'decode_tokens_per_s']:,.0f} tokens/s "
+            f"step reads one {one(unit)}. "
+            f"Decode: {parts.loc[True, 'decode_tokens_per_s']:,.0f} tokens/s "
             f"with the cache, {parts.loc[False, 'decode_tokens_per_s']:,.0f} without.")
         if st.button("Measure again", key="inf_again", icon=":material/refresh:"):
             st.session_state["inf_attempt"] = st.session_state.get("inf_attempt", 0) + 1

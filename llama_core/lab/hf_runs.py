@@ -68,7 +68,8 @@ def import_model(store: RunStore, source: str, name: str | None = None) -> dict:
     return {"run_id": run_id, "name": store.get_run(run_id).name, "source": label,
             "params": ckpt.params, "stored_as": ckpt.source_dtype, "loaded_as": LOADED_AS,
             "tokenizer": type(ckpt.tokenizer).__name__,
-            "tokenizer_tokens": ckpt.tokenizer.vocab_size, "vocab_size": cfg.vocab_size, "context_window": cfg.context_window,
+            "tokenizer_tokens": ckpt.tokenizer.vocab_size, "vocab_size": cfg.vocab_size,
+            "context_window": cfg.context_window,
             "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": cfg.kv_heads,
             "tie_embeddings": cfg.tie_embeddings, "rope_scaling": cfg.rope_scaling,
             "notes": ckpt.notes, "checkpoint": str(path)}
