@@ -35,6 +35,7 @@ from ui.plain_text import md_literal
 APP_ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.5  # the fragment's redraw while a run is active: two updates a second
 STOP_WAIT_S = 3.0  # how long Stop waits for the run to end before redrawing anyway
+FIRST_STEP_WAIT_S = 1.0  # how long Launch waits for the run's first step before redrawing
 CHART_KEY = "tr_loss_chart"
 
 GAP_NOTE = (f"Training loss: each light point is one step's batch, the bold line their "
@@ -94,6 +95,22 @@ def status_text(run, pos: dict, left: float | None, queued: list) -> str:
     if pos["rate"]:
         parts.append(f"{pos['rate']:,.1f} steps/s")
     return " · ".join(parts)
+
+
+def wait_for_first_step(run_id: str) -> None:
+    """Hold the redraw a Launch click causes until the run has stored its first step (at
+    most FIRST_STEP_WAIT_S), so the chart opens with its first point. Drawing at once
+    would miss that point by a poll (half a second) and slow the step too: the page, the
+    browser and the training process share the cores. A run still waiting for a free
+    slot is not waited for."""
+    deadline = time.monotonic() + FIRST_STEP_WAIT_S
+    while time.monotonic() < deadline:
+        run = state.store().get_run(run_id)
+        handed_to_a_process = run.status == "running" or (run.status == "queued"
+                                                          and run.pid is not None)
+        if run.steps or not handed_to_a_process:
+            return
+        time.sleep(0.02)
 
 
 def stop_and_wait(run_id: str) -> None:

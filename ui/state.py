@@ -10,12 +10,15 @@ the SQLite run store is the only truth pages read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 import uuid
 
 import streamlit as st
 
+from llama_core.corpora import is_offered, load_corpus
 from llama_core.errors import UserError
 from llama_core.lab import classroom
 from llama_core.lab.jobs import JobManager
@@ -38,6 +41,26 @@ def job_manager() -> JobManager:
 
 def store() -> RunStore:
     return job_manager().store
+
+
+_warmed: set[tuple[str, str]] = set()
+
+
+def warm_corpus(name: str, tokenizer: str) -> None:
+    """Read and tokenize, in the background and once per server, the corpus a Launch
+    would train on, so the click does not wait for it (0.4 s for characters, seconds for
+    a learned byte-pair vocabulary). Only corpora the dashboard offers; any error is
+    left for Launch to report."""
+    if (name, tokenizer) in _warmed or not is_offered(name):
+        return
+    _warmed.add((name, tokenizer))
+    threading.Thread(target=_load_quietly, args=(name, tokenizer), daemon=True,
+                     name="warm-corpus").start()
+
+
+def _load_quietly(name: str, tokenizer: str) -> None:
+    with contextlib.suppress(UserError, OSError):
+        load_corpus(name, tokenizer)
 
 
 STUDENT_COOKIE = "llama_lab_student"

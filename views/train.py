@@ -32,7 +32,7 @@ from ui.llama_parts import SCALING_KINDS, kv_choices, kv_field, kv_label, scalin
 from ui.model_facts import corpus_vocab, module_shapes
 from ui.launch_guard import launch_guard
 from ui.plain_text import md_literal
-from ui.run_panel import POLL_S, jump_to_run, run_panel
+from ui.run_panel import POLL_S, jump_to_run, run_panel, wait_for_first_step
 from ui.settings_in_url import apply_start_parts, restore_run_settings
 
 DEFAULT_PRESET = "tiny"
@@ -340,8 +340,9 @@ def model_facts(model: ModelConfig, train: TrainConfig) -> None:
 def launch(model: ModelConfig, train: TrainConfig) -> None:
     """Launch's callback: queue the run and put it in the URL before the page reruns, so
     the one rerun the click causes draws the run panel, above the builder, with its
-    chart on screen (a submit inside the page would need a second rerun). A refusal is
-    kept for the page to show under the button."""
+    chart on screen (a submit inside the page would need a second rerun), and hold that
+    rerun until the run's first step is stored, so the chart opens with its first point.
+    A refusal is kept for the page to show under the button."""
     name = (st.session_state.get("tr_name") or "").strip() or None
     try:
         run_id = state.job_manager().submit(model, train, name=name,
@@ -352,6 +353,7 @@ def launch(model: ModelConfig, train: TrainConfig) -> None:
     st.session_state["tr_run"] = run_id
     st.session_state["tr_jump"] = True
     st.query_params["run"] = run_id
+    wait_for_first_step(run_id)
 
 
 # --- The current run ----------------------------------------------------------------
@@ -417,6 +419,7 @@ with right:
     except UserError as e:
         show_error(e)
     if model_cfg is not None:
+        state.warm_corpus(train_cfg.corpus, train_cfg.tokenizer)
         model_facts(model_cfg, train_cfg)
 
 with left:
