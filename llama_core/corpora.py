@@ -406,24 +406,28 @@ def _load_file(name: str, path: str, mtime_ns: int, size: int, tokenizer: str) -
     return Corpus.from_text(name, text, BytePairTokenizer.train_from_text(text, vocab))
 
 
-_LOADING = threading.Lock()  # one load at a time: a second caller waits for the cache
+_LOADING: dict[tuple, threading.Lock] = {}  # one per file version and tokenizer
+_LOADING_GUARD = threading.Lock()
 
 
 def load_corpus(name_or_path: str, tokenizer: str = "char") -> Corpus:
     """The corpus for a built-in name or a file, tokenized as ``tokenizer`` says
     ("char", or "bpe512": a byte-pair vocabulary learned from this text), cached per
     (file, modification time, tokenizer): repeated calls return the same object until
-    the file changes. Loads run one at a time, so a caller arriving while the same
-    corpus is being read and tokenized (the dashboard warms it in the background) gets
-    that result instead of computing it again beside it."""
+    the file changes. A caller arriving while the same corpus is being read and
+    tokenized (the dashboard warms it in the background) waits for that result instead
+    of computing it again beside it."""
     byte_pair_vocab(tokenizer)
     name, path = corpus_path(name_or_path)
     if not path.is_file():
         _read_text_file(path)  # raises the precise error: missing, or a folder
     resolved = path.resolve()
     stat = resolved.stat()
-    with _LOADING:
-        return _load_file(name, str(resolved), stat.st_mtime_ns, stat.st_size, tokenizer)
+    key = (name, str(resolved), stat.st_mtime_ns, stat.st_size, tokenizer)
+    with _LOADING_GUARD:
+        loading = _LOADING.setdefault(key, threading.Lock())
+    with loading:
+        return _load_file(*key)
 
 
 def clear_corpus_cache() -> None:
