@@ -59,7 +59,7 @@ def main() -> None:
         for label, overrides in VARIANTS.items():
             model_cfg, train_cfg = build_configs(
                 "nanogpt-cpu", dict(overrides, steps=args.steps + args.warmup,
-                                    eval_interval=10**9, eval_batches=1, sample_chars=0,
+                                    eval_interval=args.steps + args.warmup, eval_batches=1, sample_chars=0,
                                     corpus=corpus_name, device="cpu", compile=compiled,
                                     warmup_steps=10))
             marks = {}

@@ -6,6 +6,7 @@ whole CPU recipe from start to exit. It prints ratios, so run it on a quiet mach
     LLAMA_LAB_DATA=../shared/data python benchmarks/vs_nanogpt.py /tmp/nanogpt
     python benchmarks/vs_nanogpt.py /tmp/nanogpt --threads 2 --timed 200 --repeats 3 --json
     python benchmarks/vs_nanogpt.py /tmp/nanogpt --timed 20 --warmup 5 --repeats 1 --steps 30
+    python benchmarks/vs_nanogpt.py /tmp/nanogpt --compile ours   # our models compiled
 
 Step benchmark, in this process: nanoGPT's own model.py GPT (bias=False, dropout 0,
 AdamW from its configure_optimizers), Llama Lab's full Llama and Llama Lab GPT-style
@@ -23,6 +24,11 @@ against ``python -m llama_core train --preset nanogpt-cpu``. Both are whole proc
 timed from start to exit (start-up, evaluations and checkpoints included), run A, B,
 A, B ... for ``--repeats``, each with OMP_NUM_THREADS set to ``--threads``; the table
 gives the median wall seconds, the final validation loss of each and the time ratio.
+
+``--compile ours`` sends Llama Lab's models through torch.compile in both parts (the
+train setting compile=true; its compile time counts in the whole recipe) while nanoGPT
+stays eager, as its README's CPU recipe runs it (--compile=False); ``--compile all``
+compiles nanoGPT's GPT too.
 
 Both parts train on tinyshakespeare (LLAMA_LAB_DATA or data/ must hold
 tinyshakespeare.txt), or on the built-in Shakespeare corpus when it is missing.
@@ -116,8 +122,9 @@ def load_nanogpt_model_module(checkout: Path):
     return module
 
 
-def nanogpt_step(checkout: Path, vocab_size: int):
-    """One nanoGPT training step as its train.py takes it on a CPU (fp32, no scaler)."""
+def nanogpt_step(checkout: Path, vocab_size: int, compile: bool = False):
+    """One nanoGPT training step as its train.py takes it on a CPU (fp32, no scaler);
+    with ``compile``, through torch.compile as its train.py does with --compile=True."""
     model_cfg, train_cfg = preset_configs(vocab_size=vocab_size)
     nano = load_nanogpt_model_module(checkout)
     config = nano.GPTConfig(block_size=model_cfg.context_window, vocab_size=vocab_size,
@@ -128,8 +135,10 @@ def nanogpt_step(checkout: Path, vocab_size: int):
         optimizer = model.configure_optimizers(train_cfg.weight_decay, train_cfg.lr,
                                                (train_cfg.beta1, train_cfg.beta2), "cpu")
 
+    forward = torch.compile(model) if compile else model
+
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        _, loss = model(x, y)
+        _, loss = forward(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
         optimizer.step()
@@ -138,14 +147,16 @@ def nanogpt_step(checkout: Path, vocab_size: int):
     return step, model.get_num_params(non_embedding=False)
 
 
-def llama_lab_step(overrides: dict, vocab_size: int):
-    """One Llama Lab training step as llama_core.training takes it on a CPU."""
+def llama_lab_step(overrides: dict, vocab_size: int, compile: bool = False):
+    """One Llama Lab training step as llama_core.training takes it on a CPU (with
+    ``compile``, as with the train setting compile=true)."""
     model_cfg, train_cfg = preset_configs(overrides, vocab_size)
     model = Llama(model_cfg, seed=train_cfg.seed)
     optimizer = make_optimizer(model, train_cfg, torch.device("cpu"))
+    forward = torch.compile(model) if compile else model
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        logits = model(x)
+        logits = forward(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -155,14 +166,19 @@ def llama_lab_step(overrides: dict, vocab_size: int):
     return step, model.num_params()
 
 
-def step_benchmark(checkout: Path, corpus, timed: int, warmup: int) -> dict:
-    """Median step time of the three models, interleaved step by step on shared batches."""
+def step_benchmark(checkout: Path, corpus, timed: int, warmup: int,
+                   compile: str = "none") -> dict:
+    """Median step time of the three models, interleaved step by step on shared batches.
+    ``compile``: "none", "ours" (our two models through torch.compile, nanoGPT eager as
+    its CPU recipe runs) or "all"; the warm-up steps compile."""
     model_cfg, train_cfg = preset_configs(vocab_size=corpus.vocab_size)
     batch, context = train_cfg.batch_size, model_cfg.context_window
     models = {
-        "nanoGPT GPT (model.py)": nanogpt_step(checkout, corpus.vocab_size),
-        "Llama Lab Llama": llama_lab_step({}, corpus.vocab_size),
-        "Llama Lab GPT-style": llama_lab_step(GPT_STYLE, corpus.vocab_size),
+        "nanoGPT GPT (model.py)": nanogpt_step(checkout, corpus.vocab_size,
+                                               compile == "all"),
+        "Llama Lab Llama": llama_lab_step({}, corpus.vocab_size, compile != "none"),
+        "Llama Lab GPT-style": llama_lab_step(GPT_STYLE, corpus.vocab_size,
+                                              compile != "none"),
     }
     names = list(models)
     seconds: dict[str, list[float]] = {name: [] for name in names}
@@ -183,7 +199,8 @@ def step_benchmark(checkout: Path, corpus, timed: int, warmup: int) -> dict:
                      "median_ms": round(median * 1e3, 3),
                      "tokens_per_s": round(batch * context / median, 1),
                      "tokens_per_s_vs_nanogpt": round(reference / median, 3)})
-    return {"timed_steps": timed, "warmup_steps": warmup, "batch_size": batch,
+    return {"timed_steps": timed, "warmup_steps": warmup, "compiled": compile,
+            "batch_size": batch,
             "context": context, "models": rows}
 
 
@@ -203,17 +220,22 @@ def prepare_shakespeare_char(text: str, folder: Path) -> None:
         pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
 
 
-def recipe_commands(steps: int, corpus_name: str) -> dict[str, list[str]]:
-    """The two command lines, at the same shape, steps and evaluation points."""
+def recipe_commands(steps: int, corpus_name: str,
+                    compile: str = "none") -> dict[str, list[str]]:
+    """The two command lines, at the same shape, steps and evaluation points (``compile``
+    as in step_benchmark)."""
     interval = NANOGPT_EVAL_INTERVAL if steps % NANOGPT_EVAL_INTERVAL == 0 else steps
     nanogpt = [sys.executable, "train.py", "config/train_shakespeare_char.py",
-               "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1",
+               "--device=cpu", f"--compile={compile == 'all'}", "--eval_iters=20",
+               "--log_interval=1",
                "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
                "--n_embd=128", f"--max_iters={steps}", f"--lr_decay_iters={steps}",
                "--dropout=0.0", f"--eval_interval={interval}"]
     llama_lab = [sys.executable, "-m", "llama_core", "train", "--preset", PRESET,
                  "--corpus", corpus_name, "--json", "--steps", str(steps),
                  "--set", f"eval_interval={interval}"]
+    if compile != "none":
+        llama_lab.append("compile=true")
     return {"nanoGPT train.py": nanogpt, "Llama Lab train": llama_lab}
 
 
@@ -250,7 +272,7 @@ def final_val_loss(side: str, stdout: str, log: Path) -> float:
 
 
 def recipe_benchmark(checkout: Path, corpus_name: str, text: str, steps: int, repeats: int,
-                     threads: int, work: Path) -> dict:
+                     threads: int, work: Path, compile: str = "none") -> dict:
     """Both recipes as whole processes, interleaved A, B, A, B, in ``work``."""
     copy = work / "nanoGPT"
     shutil.copytree(checkout, copy, ignore=shutil.ignore_patterns(".git", "*.bin", "*.pt"))
@@ -259,7 +281,7 @@ def recipe_benchmark(checkout: Path, corpus_name: str, text: str, steps: int, re
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LLAMA_LAB_JOB_NICE")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                LLAMA_LAB_RUNS=str(work / "runs"), PYTHONPATH=str(REPO_ROOT))
-    commands = recipe_commands(steps, corpus_name)
+    commands = recipe_commands(steps, corpus_name, compile)
     cwd = {"nanoGPT train.py": copy, "Llama Lab train": REPO_ROOT}
     walls: dict[str, list[float]] = {side: [] for side in commands}
     losses: dict[str, list[float]] = {side: [] for side in commands}
@@ -285,8 +307,10 @@ def print_tables(report: dict) -> None:
     print(f"corpus {report['corpus']}; torch {report['torch']}; {report['threads']} threads")
     if "step" in report:
         s = report["step"]
+        compiled = {"ours": ", Llama Lab's models through torch.compile",
+                    "all": ", all through torch.compile"}.get(s.get("compiled"), "")
         print(f"\nOne training step (median of {s['timed_steps']} after {s['warmup_steps']} "
-              f"warm-up; batch {s['batch_size']} x {s['context']}):")
+              f"warm-up; batch {s['batch_size']} x {s['context']}{compiled}):")
         print(f"{'model':<26}{'params':>10}{'ms/step':>10}{'tokens/s':>11}{'vs nanoGPT':>12}")
         for r in s["models"]:
             print(f"{r['model']:<26}{r['params']:>10,}{r['median_ms']:>10.2f}"
@@ -326,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=3,
                         help="whole-recipe runs per side (default 3)")
     parser.add_argument("--part", choices=("both", "step", "recipe"), default="both")
+    parser.add_argument("--compile", choices=("none", "ours", "all"), default="none",
+                        help="which models go through torch.compile, in both parts "
+                             "(ours: Llama Lab's; all: nanoGPT's too)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
     try:
@@ -337,11 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         report = {"corpus": corpus_name, "torch": torch.__version__, "threads": args.threads,
                   "nanogpt": str(checkout)}
         if args.part in ("both", "step"):
-            report["step"] = step_benchmark(checkout, corpus, args.timed, args.warmup)
+            report["step"] = step_benchmark(checkout, corpus, args.timed, args.warmup,
+                                            args.compile)
         if args.part in ("both", "recipe"):
             work = Path(tempfile.mkdtemp(prefix="vs_nanogpt-"))
             report["recipe"] = recipe_benchmark(checkout, corpus_name, corpus.text,
-                                                args.steps, args.repeats, args.threads, work)
+                                                args.steps, args.repeats, args.threads, work,
+                                                args.compile)
             shutil.rmtree(work, ignore_errors=True)  # kept, with its logs, when a run fails
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
