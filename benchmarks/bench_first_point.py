@@ -33,7 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from helpers_browser import CHROMIUM, CHROMIUM_ARGS, wait_for_app, wait_for_health  # noqa: E402
+from helpers_browser import (CHROMIUM, CHROMIUM_ARGS, first_point_seen, wait_for_app,  # noqa: E402
+                             wait_for_health, watch_first_point)
 from llama_core.lab.store import RunStore  # noqa: E402
 
 TRAINING_TRACE = "training loss, each step"
@@ -45,45 +46,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Installed before each click: from the click on, every animation frame notes (on the
-# browser's own clock, so no round trip to Playwright skews it) when the address first
-# names a run, when the live chart's plot exists and when its per-step trace holds a point.
-WATCH = """name => {
-    const seen = window.__firstPoint = {click: null, url: null, chart: null, point: null};
-    const frame = () => {
-        const now = performance.now();
-        if (seen.url === null && /[?&]run=/.test(location.search)) seen.url = now;
-        const plot = document.querySelector('.st-key-tr_loss_chart .js-plotly-plot');
-        if (plot && seen.chart === null) seen.chart = now;
-        const trace = plot && (plot._fullData || []).find(t => t.name === name);
-        if (trace && trace.y && trace.y.length) seen.point = now;
-        else requestAnimationFrame(frame);
-    };
-    document.querySelector('.st-key-tr_launch button').addEventListener('click', () => {
-        seen.click = performance.now();
-        requestAnimationFrame(frame);
-    }, {once: true, capture: true});
-}"""
-
-
 def one_launch(page, url: str, store: RunStore) -> dict:
     page.goto(f"{url}/train")
     wait_for_app(page)
     page.wait_for_timeout(2000)  # let the builder's charts settle before the click
-    page.evaluate(WATCH, TRAINING_TRACE)
+    watch_first_point(page, TRAINING_TRACE)
     click_wall = time.time()
     page.locator(".st-key-tr_launch button").first.click()
-    page.wait_for_function("window.__firstPoint.point !== null", polling=250,
-                           timeout=60_000)
-    seen = page.evaluate("window.__firstPoint")
+    seen = first_point_seen(page)
     run_id = re.search(r"[?&]run=([^&]+)", page.url).group(1)
     run = store.get_run(run_id)
     first_step = store.step_losses(run_id)[0]
     page.locator(".st-key-tr_stop button").first.click()
     page.wait_for_timeout(2000)
-    since_click = {k: (seen[k] - seen["click"]) / 1000 for k in ("url", "chart", "point")}
-    return {"url_s": since_click["url"], "chart_s": since_click["chart"],
-            "point_s": since_click["point"],
+    return {"url_s": seen["url"], "chart_s": seen["chart"], "point_s": seen["point"],
             "stored_s": run.created - click_wall,
             "started_s": (run.started or run.created) - click_wall,
             "first_step_s": float(first_step[1])}

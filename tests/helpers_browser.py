@@ -52,6 +52,41 @@ def wait_for_app(page: Page, timeout_ms: int = APP_TIMEOUT_MS) -> None:
     expect(stale).to_have_count(0, timeout=timeout_ms)
 
 
+# From the Launch click on, every animation frame notes, on the browser's own clock (no
+# round trip to Playwright skews it), when the address first names a run, when the live
+# chart's plot exists and when its per-step trace holds a point.
+_FIRST_POINT_WATCH = """name => {
+    const seen = window.__firstPoint = {click: null, url: null, chart: null, point: null};
+    const frame = () => {
+        const now = performance.now();
+        if (seen.url === null && /[?&]run=/.test(location.search)) seen.url = now;
+        const plot = document.querySelector('.st-key-tr_loss_chart .js-plotly-plot');
+        if (plot && seen.chart === null) seen.chart = now;
+        const trace = plot && (plot._fullData || []).find(t => t.name === name);
+        if (trace && trace.y && trace.y.length) seen.point = now;
+        else requestAnimationFrame(frame);
+    };
+    document.querySelector('.st-key-tr_launch button').addEventListener('click', () => {
+        seen.click = performance.now();
+        requestAnimationFrame(frame);
+    }, {once: true, capture: true});
+}"""
+
+
+def watch_first_point(page: Page, trace_name: str) -> None:
+    """Before pressing Launch: note in the page when the run's first point is drawn."""
+    page.evaluate(_FIRST_POINT_WATCH, trace_name)
+
+
+def first_point_seen(page: Page, timeout_ms: int = 60_000) -> dict:
+    """After Launch: seconds from the click to the URL naming the run, to the live chart
+    and to its first point, as the page noted them (waits for the point)."""
+    page.wait_for_function("window.__firstPoint.point !== null", polling=250,
+                           timeout=timeout_ms)
+    seen = page.evaluate("window.__firstPoint")
+    return {k: (seen[k] - seen["click"]) / 1000 for k in ("url", "chart", "point")}
+
+
 def press_launch(page: Page, expect_run: bool = True) -> float:
     """Press Build & train's Launch, first ticking the over-an-hour confirmation when the
     estimate asks for it (a long run on a busy machine does); return when it was pressed
