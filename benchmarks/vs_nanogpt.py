@@ -199,9 +199,8 @@ def step_benchmark(checkout: Path, corpus, timed: int, warmup: int,
                      "median_ms": round(median * 1e3, 3),
                      "tokens_per_s": round(batch * context / median, 1),
                      "tokens_per_s_vs_nanogpt": round(reference / median, 3)})
-    return {"timed_steps": timed, "warmup_steps": warmup, "compiled": compile,
-            "batch_size": batch,
-            "context": context, "models": rows}
+    return {"timed_steps": timed, "warmup_steps": warmup, "compile": compile,
+            "batch_size": batch, "context": context, "models": rows}
 
 
 # --- Whole recipe ---------------------------------------------------------------------
@@ -227,8 +226,7 @@ def recipe_commands(steps: int, corpus_name: str,
     interval = NANOGPT_EVAL_INTERVAL if steps % NANOGPT_EVAL_INTERVAL == 0 else steps
     nanogpt = [sys.executable, "train.py", "config/train_shakespeare_char.py",
                "--device=cpu", f"--compile={compile == 'all'}", "--eval_iters=20",
-               "--log_interval=1",
-               "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+               "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
                "--n_embd=128", f"--max_iters={steps}", f"--lr_decay_iters={steps}",
                "--dropout=0.0", f"--eval_interval={interval}"]
     llama_lab = [sys.executable, "-m", "llama_core", "train", "--preset", PRESET,
@@ -308,7 +306,7 @@ def print_tables(report: dict) -> None:
     if "step" in report:
         s = report["step"]
         compiled = {"ours": ", Llama Lab's models through torch.compile",
-                    "all": ", all through torch.compile"}.get(s.get("compiled"), "")
+                    "all": ", all through torch.compile"}.get(s.get("compile"), "")
         print(f"\nOne training step (median of {s['timed_steps']} after {s['warmup_steps']} "
               f"warm-up; batch {s['batch_size']} x {s['context']}{compiled}):")
         print(f"{'model':<26}{'params':>10}{'ms/step':>10}{'tokens/s':>11}{'vs nanoGPT':>12}")

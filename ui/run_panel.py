@@ -103,14 +103,16 @@ def wait_for_first_step(run_id: str) -> None:
     would miss that point by a poll (half a second) and slow the step too: the page, the
     browser and the training process share the cores. A run still waiting for a free
     slot is not waited for."""
-    deadline = time.monotonic() + FIRST_STEP_WAIT_S
-    while time.monotonic() < deadline:
-        run = state.store().get_run(run_id)
-        handed_to_a_process = run.status == "running" or (run.status == "queued"
-                                                          and run.pid is not None)
-        if run.steps or not handed_to_a_process:
-            return
-        time.sleep(0.02)
+    wait_on_run(run_id, lambda run: run.steps > 0 or not run.holds_slot, FIRST_STEP_WAIT_S,
+                every=0.02)
+
+
+def wait_on_run(run_id: str, done, seconds: float, every: float = 0.05) -> None:
+    """Read the run from the store every ``every`` seconds until ``done(run)`` or
+    ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not done(state.store().get_run(run_id)):
+        time.sleep(every)
 
 
 def stop_and_wait(run_id: str) -> None:
@@ -118,11 +120,7 @@ def stop_and_wait(run_id: str) -> None:
     page shows it stopped within a second instead of at the next poll."""
     with user_errors():
         state.stop_run(run_id)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < deadline:
-            if state.store().get_run(run_id).status in TERMINAL:
-                break
-            time.sleep(0.05)
+        wait_on_run(run_id, lambda run: run.status in TERMINAL, STOP_WAIT_S)
         st.rerun()
 
 

@@ -232,6 +232,11 @@ class Run:
     def active(self) -> bool:
         return self.status in ACTIVE
 
+    @property
+    def holds_slot(self) -> bool:
+        """Running, or claimed by a process that is starting it (``_HOLDS_SLOT``)."""
+        return self.status == "running" or (self.status == "queued" and self.pid is not None)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
